@@ -1,0 +1,198 @@
+"""The `support-relay` command: serve, demo, migrate, and the operator's admin commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
+from api.seed import demo_banner, seed_demo
+from api.server import running, wait_for_stop_signal
+from relay.config import Role, Settings
+from relay.runtime import Relay
+from storage import accounts
+from storage.db import transaction
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="support-relay", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run HTTP API, SMTP server and delivery worker")
+    serve.add_argument(
+        "--only",
+        action="append",
+        choices=["api", "smtp", "worker"],
+        help="run only these roles (repeatable); default all, or RELAY_ONLY",
+    )
+    serve.add_argument("--demo", action="store_true", help="create demo data and print a demo key")
+    serve.add_argument("--no-migrate", action="store_true", help="do not run migrations at start")
+
+    sub.add_parser("demo", help="run the whole round trip in a temporary directory")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+
+    partner = sub.add_parser("partner", help="manage demand partners").add_subparsers(
+        dest="action", required=True
+    )
+    add = partner.add_parser("add", help="create a partner and print its first API key")
+    add.add_argument("--name", required=True)
+    add.add_argument("--contact-email", required=True)
+    add.add_argument("--allowed-sender", action="append", default=[])
+    partner.add_parser("list", help="list partners")
+
+    fleet = sub.add_parser("fleet", help="manage fleets").add_subparsers(
+        dest="action", required=True
+    )
+    add = fleet.add_parser("add", help="create a fleet")
+    add.add_argument("--name", required=True)
+    add.add_argument("--support-email", required=True)
+    add.add_argument("--allowed-sender", action="append", default=[])
+    fleet.add_parser("list", help="list fleets")
+
+    key = sub.add_parser("key", help="manage partner API keys").add_subparsers(
+        dest="action", required=True
+    )
+    issue = key.add_parser("issue", help="issue a new key for a partner (shown once)")
+    issue.add_argument("--partner", type=int, required=True)
+    revoke = key.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id", type=int)
+    return parser
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+async def _with_relay(settings: Settings, work: Callable[[Relay], Awaitable[int]]) -> int:
+    relay = Relay(settings)
+    try:
+        await relay.migrate()
+        return await work(relay)
+    finally:
+        await relay.close()
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    roles: list[Role] = args.only or settings.roles
+    async with running(settings, roles, migrate=not args.no_migrate) as relay:
+        if args.demo:
+            print(demo_banner(relay, await seed_demo(relay)), flush=True)
+        else:
+            print(
+                f"support-relay serving {', '.join(roles)} "
+                f"(HTTP {settings.http_host}:{settings.http_port}, "
+                f"SMTP {settings.smtp_host}:{settings.smtp_port})",
+                flush=True,
+            )
+        await wait_for_stop_signal()
+    return 0
+
+
+async def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(relay: Relay) -> int:
+        async with transaction(relay.sessions) as session:
+            if args.command == "partner" and args.action == "add":
+                body = PartnerCreate(
+                    name=args.name,
+                    contact_email=args.contact_email,
+                    allowed_senders=args.allowed_sender,
+                )
+                partner = await accounts.create_partner(
+                    session, body.name, body.contact_email, body.allowed_senders
+                )
+                assert partner.id is not None
+                key = await accounts.issue_key(session, partner.id)
+                _print(
+                    {
+                        **PartnerPublic.model_validate(partner).dump(),
+                        "apiKey": key.secret,
+                        "apiKeyId": key.id,
+                    }
+                )
+            elif args.command == "partner":
+                _print(
+                    [
+                        PartnerPublic.model_validate(p).dump()
+                        for p in await accounts.list_partners(session)
+                    ]
+                )
+            elif args.command == "fleet" and args.action == "add":
+                fbody = FleetCreate(
+                    name=args.name,
+                    support_email=args.support_email,
+                    allowed_senders=args.allowed_sender,
+                )
+                fleet = await accounts.create_fleet(
+                    session, fbody.name, fbody.support_email, fbody.allowed_senders
+                )
+                _print(FleetPublic.model_validate(fleet).dump())
+            elif args.command == "fleet":
+                _print(
+                    [
+                        FleetPublic.model_validate(f).dump()
+                        for f in await accounts.list_fleets(session)
+                    ]
+                )
+            elif args.action == "issue":
+                from storage.models import Partner
+
+                if await session.get(Partner, args.partner) is None:
+                    print(f"error: no partner {args.partner}", file=sys.stderr)
+                    return 1
+                issued = await accounts.issue_key(session, args.partner)
+                _print({"id": issued.id, "partnerId": issued.partner_id, "apiKey": issued.secret})
+            else:
+                if not await accounts.revoke_key(session, args.key_id):
+                    print(f"error: no key {args.key_id}", file=sys.stderr)
+                    return 1
+                _print({"revoked": args.key_id})
+        return 0
+
+    return await _with_relay(settings, work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(
+                f"configuration error: RELAY_{str(err['loc'][0]).upper()}: {err['msg']}",
+                file=sys.stderr,
+            )
+        return 2
+    if args.command == "demo":
+        from api.demo import main as demo_main
+
+        logging.getLogger().setLevel(logging.WARNING)
+        return demo_main()
+    if args.command == "serve":
+        return asyncio.run(_serve(settings, args))
+    if args.command == "migrate":
+        return asyncio.run(_with_relay(settings, _done))
+    try:
+        return asyncio.run(_admin(settings, args))
+    except ValidationError as exc:
+        for err in exc.errors():
+            print(f"error: {'.'.join(map(str, err['loc']))}: {err['msg']}", file=sys.stderr)
+        return 2
+
+
+async def _done(relay: Relay) -> int:
+    print("database is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

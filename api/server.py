@@ -1,0 +1,82 @@
+"""Run the relay's roles (HTTP API, SMTP server, delivery worker) in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Generator, Iterable
+
+import uvicorn
+
+from api.app import create_app
+from relay.config import Role, Settings
+from relay.runtime import Relay
+from relay.transport import Transport
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES: tuple[Role, ...] = ("api", "smtp", "worker")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the process owner decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings,
+    roles: Iterable[Role] = ALL_ROLES,
+    *,
+    transport: Transport | None = None,
+    migrate: bool = True,
+) -> AsyncIterator[Relay]:
+    """Start the chosen roles, yield the live relay, and shut everything down in order."""
+    roles = set(roles)
+    relay = Relay(settings, transport=transport)
+    http: _EmbeddedServer | None = None
+    http_task: asyncio.Task[None] | None = None
+    try:
+        if migrate:
+            await relay.migrate()
+        if "smtp" in roles:
+            await relay.start_smtp()
+        if "worker" in roles:
+            relay.start_worker()
+        if "api" in roles:
+            config = uvicorn.Config(
+                create_app(relay),
+                host=settings.http_host,
+                port=settings.http_port,
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+            )
+            http = _EmbeddedServer(config)
+            http_task = asyncio.create_task(http.serve(), name="http")
+            while not http.started:
+                if http_task.done():
+                    http_task.result()  # re-raises a bind failure
+                    raise RuntimeError("HTTP server stopped before it started")
+                await asyncio.sleep(0.01)
+        yield relay
+    finally:
+        if http is not None and http_task is not None:
+            http.should_exit = True
+            await http_task
+        await relay.close()
+
+
+async def wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")

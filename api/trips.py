@@ -1,0 +1,57 @@
+"""Trip routes: partners register the trips their tickets will be about."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from api.auth import current_partner, relay_of
+from api.bodies import read_json, str_param
+from api.schemas import TripPublic, TripUpsert
+from relay.errors import InvalidInput, NotFound
+from storage.db import transaction
+from storage.models import Fleet
+from storage.trips import trip_by_partner_id, upsert_trip
+
+
+async def put_trip(request: Request) -> Response:
+    partner = await current_partner(request)
+    assert partner.id is not None
+    partner_trip_id = str_param(request, "partnerTripId", "trip")
+    body = await read_json(request, TripUpsert)
+    if body.scheduled_at.tzinfo is None:
+        raise InvalidInput({"scheduledAt": "Give a time zone, e.g. 2026-11-21T14:30:00Z."})
+    async with transaction(relay_of(request).sessions) as session:
+        if await session.get(Fleet, body.fleet_id) is None:
+            raise InvalidInput({"fleetId": "No fleet with this id."})
+        trip, created = await upsert_trip(
+            session,
+            partner.id,
+            partner_trip_id,
+            fleet_id=body.fleet_id,
+            pickup=body.pickup,
+            dropoff=body.dropoff,
+            scheduled_at=body.scheduled_at,
+            passenger_name=body.passenger_name,
+            vehicle=body.vehicle,
+            driver_name=body.driver_name,
+        )
+    return JSONResponse(TripPublic.model_validate(trip).dump(), status_code=201 if created else 200)
+
+
+async def get_trip(request: Request) -> Response:
+    partner = await current_partner(request)
+    assert partner.id is not None
+    partner_trip_id = str_param(request, "partnerTripId", "trip")
+    async with relay_of(request).sessions() as session:
+        trip = await trip_by_partner_id(session, partner.id, partner_trip_id)
+    if trip is None:
+        raise NotFound("trip")
+    return JSONResponse(TripPublic.model_validate(trip).dump())
+
+
+routes = [
+    Route("/v1/trips/{partnerTripId}", put_trip, methods=["PUT"]),
+    Route("/v1/trips/{partnerTripId}", get_trip, methods=["GET"]),
+]

@@ -1,0 +1,77 @@
+"""Pure address helpers: alias addresses, strict sender parsing, allow-list matching."""
+
+from __future__ import annotations
+
+import email.utils
+from email.headerregistry import Address
+
+from email_validator import EmailNotValidError, validate_email
+
+
+def alias_address(local_part: str, domain: str) -> str:
+    return f"{local_part}@{domain}"
+
+
+def split_rcpt(address: str) -> tuple[str, str] | None:
+    """(local part, domain) of an envelope recipient, lower-cased; None when it is not one."""
+    local, sep, domain = address.strip().rpartition("@")
+    if not sep or not local or not domain or any(c.isspace() or c in '<>"' for c in address):
+        return None
+    return local.lower(), domain.lower().rstrip(".")
+
+
+def normalize_email(value: str) -> str:
+    """A validated address in canonical form; raises ValueError with a readable reason."""
+    try:
+        result = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    return result.normalized.lower()
+
+
+def parse_single_sender(header_value: str) -> str | None:
+    """The one address in a From header, or None if there is not exactly one unambiguous one.
+
+    Python 3.11.7's address parsers can be led to read an address out of a display name
+    (CVE-2023-27043). We ask both the modern and the legacy parser and refuse the header if
+    they do not agree, then validate the result strictly.
+    """
+    from email.headerregistry import HeaderRegistry
+
+    try:
+        header = HeaderRegistry()("from", header_value)
+        addresses: tuple[Address, ...] = header.addresses  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    if len(addresses) != 1 or header.defects:
+        return None
+    modern = addresses[0].addr_spec
+    legacy = email.utils.getaddresses([header_value])
+    if len(legacy) != 1 or legacy[0][1].lower() != modern.lower():
+        return None
+    try:
+        return normalize_email(modern)
+    except ValueError:
+        return None
+
+
+def sender_allowed(sender: str, allowed: list[str]) -> bool:
+    """Whether `sender` matches an allow-list entry: an exact address or `@domain`."""
+    sender = sender.lower()
+    domain = sender.rpartition("@")[2]
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if entry.startswith("@") and entry[1:] == domain:
+            return True
+        if entry == sender:
+            return True
+    return False
+
+
+def validate_sender_entry(entry: str) -> str:
+    """Canonical form of an allowedSenders entry; raises ValueError."""
+    entry = entry.strip().lower()
+    if entry.startswith("@"):
+        normalize_email(f"postmaster{entry}")
+        return entry
+    return normalize_email(entry)

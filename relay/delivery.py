@@ -1,0 +1,152 @@
+"""DeliveryWorker: claim due outbox rows → send → sent / retry later / failed, each an event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
+from relay.masking import mask_addresses
+from relay.transport import Transport
+from storage import outbox
+from storage.db import SessionFactory, transaction
+from storage.models import OutboxItem
+from storage.tickets import record_event
+from storage.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: float
+    maximum: float
+
+    def delay(self, attempts: int, rng: random.Random) -> timedelta:
+        """Exponential backoff with full-range jitter (50–150 %), so retries do not stampede."""
+        raw = min(self.base * (2 ** max(attempts - 1, 0)), self.maximum)
+        return timedelta(seconds=raw * rng.uniform(0.5, 1.5))
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        transport: Transport,
+        *,
+        retry: RetryPolicy,
+        concurrency: int,
+        lease: timedelta,
+        poll_interval: float,
+        wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.transport = transport
+        self.retry = retry
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.wakeup = wakeup or asyncio.Event()
+        self._rng = random.Random()
+        self._stopping = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake the worker: called after a commit that added outbox rows."""
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                busy = await self.run_once()
+            except Exception:
+                log.exception("delivery round failed; retrying shortly")
+                busy = False
+            if not busy:
+                await self._sleep()
+
+    async def _sleep(self) -> None:
+        self.wakeup.clear()
+        waiter = asyncio.ensure_future(self.wakeup.wait())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                {waiter, stopper}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run_once(self) -> bool:
+        """Deliver one batch; True when there was something to do."""
+        async with transaction(self.sessions) as session:
+            items = await outbox.claim_due(session, self.concurrency, self.lease)
+        if not items:
+            return False
+        await asyncio.gather(*(self._deliver(item) for item in items))
+        return True
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        assert item.id is not None
+        try:
+            await self.transport.send(item.mail_from, item.rcpt_to, item.raw)
+        except PermanentDeliveryError as exc:
+            await self._finish(item, outbox.FAILED, "delivery.failed", str(exc))
+        except TemporaryDeliveryError as exc:
+            await self._defer(item, str(exc))
+        except Exception as exc:  # a bug in a transport must not lose the row
+            log.exception("transport crashed on outbox item %s", item.id)
+            await self._defer(item, f"internal error: {type(exc).__name__}")
+        else:
+            await self._finish(item, outbox.SENT, "delivery.sent", None)
+
+    async def _defer(self, item: OutboxItem, error: str) -> None:
+        error = _masked(item, error)
+        retry_at = utcnow() + self.retry.delay(item.attempts, self._rng)
+        if retry_at >= item.expires_at:
+            await self._finish(item, outbox.FAILED, "delivery.failed", f"gave up: {error}")
+            return
+        async with transaction(self.sessions) as session:
+            await outbox.mark(
+                session, _id(item), status=outbox.PENDING, error=error, retry_at=retry_at
+            )
+            record_event(
+                session,
+                item.ticket_id,
+                "delivery.deferred",
+                "relay",
+                outboxId=item.id,
+                to=item.recipient_side,
+                attempt=item.attempts,
+                error=error,
+                retryAt=_iso(retry_at),
+            )
+
+    async def _finish(self, item: OutboxItem, status: str, kind: str, error: str | None) -> None:
+        error = _masked(item, error) if error else None
+        async with transaction(self.sessions) as session:
+            await outbox.mark(session, _id(item), status=status, error=error)
+            detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
+            detail["attempt"] = item.attempts
+            if error:
+                detail["error"] = error
+            record_event(session, item.ticket_id, kind, "relay", **detail)
+
+
+def _masked(item: OutboxItem, error: str) -> str:
+    # A smarthost's reply often names the recipient; events are shown to the other side.
+    return mask_addresses(error, [item.rcpt_to], "<recipient>")
+
+
+def _id(item: OutboxItem) -> int:
+    assert item.id is not None
+    return item.id
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")

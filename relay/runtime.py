@@ -1,0 +1,88 @@
+"""The relay's long-lived parts wired together once: engine, services, SMTP server, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from relay.config import Settings
+from relay.delivery import DeliveryWorker, RetryPolicy
+from relay.inbound import InboundHandler, RelaySMTP
+from relay.outgoing import Mailer
+from relay.pipeline import InboundPipeline
+from relay.rendering import Renderer
+from relay.tickets import TicketService
+from relay.transport import Transport, make_transport
+from storage.db import SessionFactory, make_engine, make_sessions
+from storage.migrate import upgrade
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    """Everything one relay process needs; `start_smtp` / `start_worker` pick its roles."""
+
+    def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = make_engine(settings.database_url, settings.database_schema)
+        self.sessions: SessionFactory = make_sessions(self.engine)
+        self.transport = transport or make_transport(
+            settings.outbound_target,
+            pool_size=settings.delivery_pool_size,
+            timeout=settings.delivery_timeout,
+        )
+        self.mailer = Mailer(settings, Renderer())
+        self.worker = DeliveryWorker(
+            self.sessions,
+            self.transport,
+            retry=RetryPolicy(settings.delivery_backoff_base, settings.delivery_backoff_max),
+            concurrency=settings.delivery_concurrency,
+            lease=timedelta(seconds=settings.delivery_lease),
+            poll_interval=settings.delivery_poll_interval,
+        )
+        self.tickets = TicketService(
+            self.sessions,
+            self.mailer,
+            default_contact_email=settings.default_contact_email,
+            notify=self.worker.notify,
+        )
+        self.pipeline = InboundPipeline(self.sessions, self.mailer, self.worker.notify)
+        self._smtp_server: asyncio.Server | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+
+    async def migrate(self) -> None:
+        await upgrade(self.engine)
+
+    async def start_smtp(self) -> None:
+        handler = InboundHandler(self.settings, self.sessions, self.pipeline)
+        hostname = self.settings.smtp_hostname or self.settings.domain
+        loop = asyncio.get_running_loop()
+        self._smtp_server = await loop.create_server(
+            lambda: RelaySMTP(
+                handler,
+                data_size_limit=self.settings.max_message_size,
+                hostname=hostname,
+                ident="support-relay",
+                enable_SMTPUTF8=True,
+            ),
+            host=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            reuse_address=True,
+        )
+        log.info("SMTP listening on %s:%s", self.settings.smtp_host, self.settings.smtp_port)
+
+    def start_worker(self) -> None:
+        self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
+
+    async def close(self) -> None:
+        if self._smtp_server is not None:
+            self._smtp_server.close()
+            await self._smtp_server.wait_closed()
+        if self._worker_task is not None:
+            self.worker.stop()
+            await self._worker_task
+        await self.transport.close()
+        await self.engine.dispose()

@@ -1,0 +1,229 @@
+"""Tickets, their aliases, conversation, attachments and events."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Alias, Attachment, Blob, Message, Ticket, TicketEvent
+from storage.types import utcnow
+
+FLEET = "fleet"
+PARTNER = "partner"
+
+
+def other_side(side: str) -> str:
+    return PARTNER if side == FLEET else FLEET
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_alias_local_part(ticket_id: int) -> str:
+    # 80 random bits: an alias cannot be guessed, and the ticket number helps a human reader.
+    token = base64.b32encode(secrets.token_bytes(10)).decode().lower()
+    return f"ticket-{ticket_id}-{token}"
+
+
+async def add_aliases(session: AsyncSession, ticket_id: int) -> dict[str, Alias]:
+    aliases = {
+        side: Alias(ticket_id=ticket_id, side=side, local_part=new_alias_local_part(ticket_id))
+        for side in (FLEET, PARTNER)
+    }
+    session.add_all(aliases.values())
+    await session.flush()
+    return aliases
+
+
+async def aliases_of(session: AsyncSession, ticket_id: int) -> dict[str, Alias]:
+    rows = (await session.exec(select(Alias).where(Alias.ticket_id == ticket_id))).all()
+    return {alias.side: alias for alias in rows}
+
+
+async def active_alias(session: AsyncSession, local_part: str) -> Alias | None:
+    query = select(Alias).where(Alias.local_part == local_part.lower(), col(Alias.active))
+    return (await session.exec(query)).first()
+
+
+async def ticket_for_partner(
+    session: AsyncSession, partner_id: int, ticket_id: int
+) -> Ticket | None:
+    ticket = await session.get(Ticket, ticket_id)
+    return ticket if ticket is not None and ticket.partner_id == partner_id else None
+
+
+@dataclass(frozen=True)
+class TicketPage:
+    tickets: list[Ticket]
+    next_cursor: tuple[datetime, int] | None
+
+
+async def list_tickets(
+    session: AsyncSession,
+    partner_id: int,
+    *,
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+    status: str | None = None,
+) -> TicketPage:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable as tickets arrive."""
+    query = select(Ticket).where(Ticket.partner_id == partner_id)
+    if status:
+        query = query.where(Ticket.status == status)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(
+                col(Ticket.created_at) < created,
+                and_(col(Ticket.created_at) == created, col(Ticket.id) < last_id),
+            )
+        )
+    query = query.order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc()).limit(limit + 1)
+    rows = list((await session.exec(query)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = None
+    if more and rows:
+        last = rows[-1]
+        assert last.id is not None
+        cursor = (last.created_at, last.id)
+    return TicketPage(tickets=rows, next_cursor=cursor)
+
+
+async def conversation(session: AsyncSession, ticket_id: int) -> list[Message]:
+    query = (
+        select(Message)
+        .where(Message.ticket_id == ticket_id)
+        .order_by(col(Message.created_at), col(Message.id))
+    )
+    return list((await session.exec(query)).all())
+
+
+async def ticket_attachments(session: AsyncSession, ticket_id: int) -> list[Attachment]:
+    query = (
+        select(Attachment)
+        .where(Attachment.ticket_id == ticket_id)
+        .order_by(col(Attachment.created_at))
+    )
+    return list((await session.exec(query)).all())
+
+
+async def events_of(session: AsyncSession, ticket_id: int) -> list[TicketEvent]:
+    query = (
+        select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(col(TicketEvent.id))
+    )
+    return list((await session.exec(query)).all())
+
+
+def record_event(
+    session: AsyncSession, ticket_id: int, kind: str, actor: str, **detail: Any
+) -> TicketEvent:
+    event = TicketEvent(ticket_id=ticket_id, kind=kind, actor=actor, detail=detail)
+    session.add(event)
+    return event
+
+
+async def store_blob(session: AsyncSession, data: bytes) -> Blob:
+    blob = Blob(data=data)
+    session.add(blob)
+    await session.flush()
+    return blob
+
+
+async def blob_data(session: AsyncSession, blob_id: str) -> bytes:
+    blob = await session.get(Blob, blob_id)
+    assert blob is not None, "attachment points at a missing blob"
+    return blob.data
+
+
+async def add_upload(
+    session: AsyncSession,
+    partner_id: int,
+    *,
+    filename: str,
+    content_type: str,
+    data: bytes,
+    expires_at: datetime,
+) -> tuple[Attachment, str]:
+    """Store an upload and return it with its single-use resource token (shown once)."""
+    blob = await store_blob(session, data)
+    token = secrets.token_urlsafe(24)
+    attachment = Attachment(
+        partner_id=partner_id,
+        blob_id=blob.id,
+        filename=filename,
+        content_type=content_type,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        token_hash=token_hash(token),
+        token_expires_at=expires_at,
+    )
+    session.add(attachment)
+    await session.flush()
+    return attachment, token
+
+
+async def claimable_uploads(
+    session: AsyncSession, partner_id: int, tokens: Sequence[str]
+) -> dict[str, Attachment]:
+    """Uploads behind these tokens that this partner may still claim, keyed by token."""
+    by_hash = {token_hash(t): t for t in tokens}
+    query = select(Attachment).where(
+        col(Attachment.token_hash).in_(list(by_hash)),
+        Attachment.partner_id == partner_id,
+        col(Attachment.ticket_id).is_(None),
+    )
+    now = utcnow()
+    found: dict[str, Attachment] = {}
+    for attachment in (await session.exec(query)).all():
+        assert attachment.token_hash is not None
+        if attachment.token_expires_at is not None and attachment.token_expires_at <= now:
+            continue
+        found[by_hash[attachment.token_hash]] = attachment
+    return found
+
+
+def claim_upload(
+    session: AsyncSession, attachment: Attachment, ticket_id: int, message_id: int
+) -> None:
+    # Dropping the token hash is what makes it single use.
+    attachment.ticket_id = ticket_id
+    attachment.message_id = message_id
+    attachment.token_hash = None
+    attachment.token_expires_at = None
+    session.add(attachment)
+
+
+async def message_by_msgid(
+    session: AsyncSession, ticket_id: int, side: str, msgids: Sequence[str]
+) -> Message | None:
+    """The newest message of this ticket that `side` knows by one of `msgids`."""
+    if not msgids:
+        return None
+    column = col(Message.fleet_msgid) if side == FLEET else col(Message.partner_msgid)
+    query = (
+        select(Message)
+        .where(Message.ticket_id == ticket_id, column.in_(list(msgids)))
+        .order_by(col(Message.id).desc())
+    )
+    return (await session.exec(query)).first()
+
+
+async def duplicate_exists(session: AsyncSession, alias_id: int, dedup_key: str) -> bool:
+    query = select(Message.id).where(Message.alias_id == alias_id, Message.dedup_key == dedup_key)
+    return (await session.exec(query)).first() is not None
+
+
+def touch(session: AsyncSession, ticket: Ticket) -> None:
+    ticket.updated_at = utcnow()
+    session.add(ticket)

@@ -1,0 +1,168 @@
+"""A live relay on loopback for tests: real SMTP server, real HTTP server, real database."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+import aiosmtplib
+import httpx
+
+from api.server import running
+from relay.config import Settings
+from relay.runtime import Relay
+from relay.sink import MailSink, free_port
+
+PARTNER_INBOX = "helpdesk@partner.example"
+FLEET_INBOX = "dispatch@fleet.example"
+
+
+@dataclass
+class Accounts:
+    partner_id: int
+    api_key: str
+    fleet_id: int
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"ApiKey {self.api_key}"}
+
+
+@dataclass
+class LiveRelay:
+    settings: Settings
+    relay: Relay
+    sink: MailSink
+    http: httpx.AsyncClient
+    admin: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def smtp_port(self) -> int:
+        return self.settings.smtp_port
+
+    async def add_partner(
+        self, name: str = "Acme Travel", email: str = PARTNER_INBOX, **extra: Any
+    ) -> Any:
+        response = await self.http.post(
+            "/v1/admin/partners",
+            headers=self.admin,
+            json={"name": name, "contactEmail": email, **extra},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def add_fleet(
+        self, name: str = "City Cabs", email: str = FLEET_INBOX, **extra: Any
+    ) -> Any:
+        response = await self.http.post(
+            "/v1/admin/fleets",
+            headers=self.admin,
+            json={"name": name, "supportEmail": email, **extra},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def accounts(
+        self, partner_email: str = PARTNER_INBOX, fleet_email: str = FLEET_INBOX
+    ) -> Accounts:
+        partner = await self.add_partner(email=partner_email)
+        fleet = await self.add_fleet(email=fleet_email)
+        return Accounts(partner["id"], partner["apiKey"], fleet["id"])
+
+    async def put_trip(self, acc: Accounts, partner_trip_id: str = "BK-1", **extra: Any) -> Any:
+        body = {
+            "fleetId": acc.fleet_id,
+            "pickup": "1 Main Street",
+            "dropoff": "Airport T2",
+            "scheduledAt": "2026-11-20T08:30:00Z",
+            "passengerName": "Jane Doe",
+            **extra,
+        }
+        response = await self.http.put(f"/v1/trips/{partner_trip_id}", headers=acc.auth, json=body)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    async def open_ticket(self, acc: Accounts, partner_trip_id: str = "BK-1", **body: Any) -> Any:
+        payload = {
+            "subject": "Lost umbrella",
+            "comment": "A blue umbrella was left in the car.",
+            **body,
+        }
+        response = await self.http.post(
+            f"/v1/support/demand/trips/{partner_trip_id}/tickets", headers=acc.auth, json=payload
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def ticket(self, acc: Accounts, ticket_id: int) -> Any:
+        response = await self.http.get(f"/v1/support/tickets/{ticket_id}", headers=acc.auth)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def send(
+        self, raw: bytes | EmailMessage, rcpt: list[str] | str, mail_from: str = FLEET_INBOX
+    ) -> str:
+        """Send over real SMTP; returns the final reply ('250 2.0.0 …') or raises with the refusal."""
+        data = raw.as_bytes() if isinstance(raw, EmailMessage) else raw
+        rcpts = [rcpt] if isinstance(rcpt, str) else rcpt
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, timeout=15) as client:
+            errors, reply = await client.sendmail(mail_from, rcpts, data)
+        return reply
+
+
+def reply_mail(
+    sender: str,
+    to: str,
+    text: str,
+    *,
+    subject: str = "Re: ticket",
+    cites: str | None = None,
+    **headers: str,
+) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "example.org")
+    if cites:
+        msg["In-Reply-To"] = cites
+        msg["References"] = cites
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return msg
+
+
+@asynccontextmanager
+async def live_relay(
+    database_url: str, schema: str | None, **overrides: Any
+) -> AsyncIterator[LiveRelay]:
+    sink = await MailSink().start()
+    admin_key = secrets.token_urlsafe(16)
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "database_schema": schema,
+        "http_port": free_port(),
+        "smtp_port": free_port(),
+        "outbound": sink.url,
+        "admin_key": admin_key,
+        "delivery_backoff_base": 0.2,
+        "delivery_backoff_max": 1.0,
+        "delivery_poll_interval": 0.2,
+        **overrides,
+    }
+    settings = Settings(**values)
+    try:
+        async with running(settings) as relay:
+            base = f"http://{settings.http_host}:{settings.http_port}"
+            async with httpx.AsyncClient(base_url=base, timeout=15) as http:
+                yield LiveRelay(
+                    settings, relay, sink, http, {"Authorization": f"ApiKey {admin_key}"}
+                )
+    finally:
+        await sink.stop()

@@ -1,0 +1,164 @@
+"""The core loop over real sockets: API → fleet inbox → SMTP reply → partner inbox → and back."""
+
+from __future__ import annotations
+
+import base64
+
+from tests.harness import FLEET_INBOX, PARTNER_INBOX, LiveRelay, reply_mail
+
+FORBIDDEN_HEADERS = (
+    "Received",
+    "Return-Path",
+    "Sender",
+    "DKIM-Signature",
+    "X-Originating-IP",
+    "X-Mailer",
+    "Authentication-Results",
+)
+
+
+async def _upload(live: LiveRelay, auth: dict[str, str], name: str, data: bytes, ctype: str) -> str:
+    response = await live.http.post(
+        "/v1/support/upload-attachment", headers=auth, files={"file": (name, data, ctype)}
+    )
+    assert response.status_code == 201, response.text
+    token = response.json()["resourceToken"]
+    assert isinstance(token, str)
+    return token
+
+
+async def test_full_round_trip_is_masked_both_ways(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    trip = await live.put_trip(acc, "BK-77", vehicle="Grey Skoda Octavia", driverName="Marc")
+    token = await _upload(live, acc.auth, "photo.png", b"\x89PNG fake image bytes", "image/png")
+    ticket = await live.open_ticket(
+        acc,
+        "BK-77",
+        subject="Lost umbrella",
+        comment=f"Jane left her umbrella. Write to {PARTNER_INBOX} if needed.",
+        attachments=[token],
+    )
+    assert ticket["status"] == "open" and ticket["tripId"] == trip["id"]
+
+    # The fleet's inbox: well-formed, from the fleet-facing alias, no partner address anywhere.
+    [to_fleet] = await live.sink.handler.wait_for(FLEET_INBOX)
+    msg = to_fleet.message
+    fleet_alias = msg["Reply-To"].addresses[0].addr_spec
+    assert msg["From"].addresses[0].addr_spec == fleet_alias
+    assert msg["From"].addresses[0].display_name == "Acme Travel via support"
+    assert fleet_alias.endswith("@relay.localhost")
+    assert f"[Ticket #{ticket['id']}]" in msg["Subject"]
+    assert PARTNER_INBOX.encode() not in to_fleet.raw.lower()
+    assert msg.get_content_type() == "multipart/mixed"
+    text = msg.get_body(preferencelist=("plain",)).get_content()
+    html = msg.get_body(preferencelist=("html",)).get_content()
+    for expected in (
+        trip["id"],
+        "BK-77",
+        "1 Main Street",
+        "Airport T2",
+        "Jane Doe",
+        "Grey Skoda",
+        "Marc",
+    ):
+        assert expected in text and expected in html
+    assert "Jane left her umbrella" in text and fleet_alias in text
+    [attachment] = list(msg.iter_attachments())
+    assert attachment.get_filename() == "photo.png"
+    assert attachment.get_content() == b"\x89PNG fake image bytes"
+
+    # The fleet answers with an ordinary mail client, quoting its own address.
+    answer = reply_mail(
+        FLEET_INBOX,
+        fleet_alias,
+        f"Found it. Call us via {FLEET_INBOX.upper()} any time.",
+        cites=msg["Message-ID"],
+        Received="from mx.fleet.example (10.1.2.3) by mail.fleet.example",
+        X_Originating_IP="[10.1.2.3]",
+        DKIM_Signature="v=1; d=fleet.example; s=sel; b=abc",
+        Sender="dispatcher@fleet.example",
+    )
+    reply = await live.send(answer, fleet_alias)
+    assert reply.startswith("2.0.0")
+
+    [to_partner] = await live.sink.handler.wait_for(PARTNER_INBOX)
+    pmsg = to_partner.message
+    partner_alias = pmsg["Reply-To"].addresses[0].addr_spec
+    assert partner_alias != fleet_alias and partner_alias.endswith("@relay.localhost")
+    assert pmsg["From"].addresses[0].display_name == "City Cabs via support"
+    assert pmsg["To"].addresses[0].addr_spec == PARTNER_INBOX
+    assert pmsg["Message-ID"].endswith("@relay.localhost>")
+    assert pmsg["Message-ID"] != answer["Message-ID"]
+    for name in FORBIDDEN_HEADERS:
+        assert pmsg[name] is None, name
+    raw = to_partner.raw.lower()
+    for leak in (b"fleet.example", b"10.1.2.3", answer["Message-ID"].lower().encode()):
+        assert leak not in raw
+    assert "Found it." in pmsg.get_body(preferencelist=("plain",)).get_content()
+    assert partner_alias in pmsg.get_body(preferencelist=("plain",)).get_content()
+
+    # The partner answers by email; the fleet gets it masked the same way, threaded.
+    back = reply_mail(
+        PARTNER_INBOX, partner_alias, "Thanks! Jane comes by at 9.", cites=pmsg["Message-ID"]
+    )
+    assert (await live.send(back, partner_alias, mail_from=PARTNER_INBOX)).startswith("2.0.0")
+    first, second = await live.sink.handler.wait_for(FLEET_INBOX, count=2)
+    fmsg = second.message
+    assert (
+        PARTNER_INBOX.encode() not in second.raw.lower()
+        and b"partner.example" not in second.raw.lower()
+    )
+    assert fmsg["From"].addresses[0].addr_spec == fleet_alias
+    assert fmsg["In-Reply-To"] == answer["Message-ID"]  # the fleet's own id: its client threads it
+    assert msg["Message-ID"] in fmsg["References"]
+    assert back["Message-ID"] not in second.raw.decode()
+
+    detail = await live.ticket(acc, ticket["id"])
+    authors = [(m["author"], m["via"]) for m in detail["conversation"]]
+    assert authors == [("partner", "api"), ("fleet", "email"), ("partner", "email")]
+    assert all(FLEET_INBOX not in m["body"].lower() for m in detail["conversation"])
+    assert [a["filename"] for a in detail["attachments"]] == ["photo.png"]
+    kinds = [e["kind"] for e in detail["events"]]
+    assert kinds.count("delivery.sent") == 3 and "ticket.created" in kinds
+
+
+async def test_fleet_attachment_is_forwarded_and_stored(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc)
+    [to_fleet] = await live.sink.handler.wait_for(FLEET_INBOX)
+    alias = to_fleet.message["Reply-To"].addresses[0].addr_spec
+    answer = reply_mail(FLEET_INBOX, alias, "Receipt attached.")
+    answer.add_attachment(
+        b"%PDF-1.4 receipt", maintype="application", subtype="pdf", filename="receipt.pdf"
+    )
+    await live.send(answer, alias)
+    [to_partner] = await live.sink.handler.wait_for(PARTNER_INBOX)
+    [part] = list(to_partner.message.iter_attachments())
+    assert part.get_filename() == "receipt.pdf" and part.get_content() == b"%PDF-1.4 receipt"
+    detail = await live.ticket(acc, ticket["id"])
+    assert [a["filename"] for a in detail["attachments"]] == ["receipt.pdf"]
+    assert detail["conversation"][1]["attachments"] == [detail["attachments"][0]["id"]]
+
+
+async def test_encoded_subject_with_line_break_cannot_inject_headers(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    evil = "Help\r\nBcc: victim@evil.example\r\nX-Injected: yes"
+    await live.open_ticket(acc, subject=evil, comment="body")
+    [to_fleet] = await live.sink.handler.wait_for(FLEET_INBOX)
+    assert to_fleet.message["Bcc"] is None and to_fleet.message["X-Injected"] is None
+    assert to_fleet.rcpt_to == [FLEET_INBOX]
+    # An RFC 2047 word hiding a CRLF, sent as raw bytes the way an attacker would.
+    alias = to_fleet.message["Reply-To"].addresses[0].addr_spec
+    sneaky = "=?utf-8?b?" + base64.b64encode(b"Hi\r\nBcc: victim@evil.example").decode() + "?="
+    raw = (
+        f"From: {FLEET_INBOX}\r\nTo: {alias}\r\nSubject: {sneaky}\r\n"
+        f"Message-ID: <sneaky-1@fleet.example>\r\nX-Note: {sneaky}\r\n\r\nok\r\n"
+    ).encode()
+    await live.send(raw, alias)
+    [to_partner] = await live.sink.handler.wait_for(PARTNER_INBOX)
+    head = to_partner.raw.split(b"\r\n\r\n", 1)[0]
+    assert to_partner.message["Bcc"] is None and to_partner.message["X-Note"] is None
+    assert b"\r\nBcc:" not in head and b"\r\nX-Injected:" not in head
+    assert to_partner.rcpt_to == [PARTNER_INBOX]
