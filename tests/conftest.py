@@ -1,4 +1,4 @@
-"""Fixtures: a real database per test (SQLite file, or a fresh PostgreSQL schema) and a live relay."""
+"""Fixtures: a real database per test (SQLite file or a fresh PostgreSQL schema), a live relay."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _asyncpg_dsn(url: str) -> str:
 
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    """SQLite file in tmp_path, or — when RELAY_TEST_DATABASE_URL is set — a PostgreSQL schema of its own."""
+    """A SQLite file, or a PostgreSQL schema of its own when RELAY_TEST_DATABASE_URL is set."""
     if not PG_URL:
         yield Database(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}", None)
         return

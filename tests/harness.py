@@ -107,7 +107,7 @@ class LiveRelay:
     async def send(
         self, raw: bytes | EmailMessage, rcpt: list[str] | str, mail_from: str = FLEET_INBOX
     ) -> str:
-        """Send over real SMTP; returns the final reply ('250 2.0.0 …') or raises with the refusal."""
+        """Send over real SMTP; the final reply text, or SMTPResponseException on refusal."""
         data = raw.as_bytes() if isinstance(raw, EmailMessage) else raw
         rcpts = [rcpt] if isinstance(rcpt, str) else rcpt
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=self.smtp_port, timeout=15) as client:
