@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import re
 from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
+
+_ADDRESS_IN_NAME = re.compile(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
 
 
 def alias_address(local_part: str, domain: str) -> str:
@@ -46,6 +49,10 @@ def parse_single_sender(header_value: str) -> str | None:
     if len(addresses) != 1 or header.defects:
         return None
     modern = addresses[0].addr_spec
+    # A display name that shows a different address is a spoofing trick, not a name.
+    shown = _ADDRESS_IN_NAME.findall(addresses[0].display_name)
+    if any(found.lower() != modern.lower() for found in shown):
+        return None
     legacy = email.utils.getaddresses([header_value])
     if len(legacy) != 1 or legacy[0][1].lower() != modern.lower():
         return None

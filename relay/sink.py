@@ -76,15 +76,16 @@ class MailSink:
         self.host = host
         self.port = port or free_port()
         self.handler = SinkHandler()
+        self.connections = 0
         self._server: asyncio.Server | None = None
+
+    def _protocol(self) -> SMTP:
+        self.connections += 1
+        return SMTP(self.handler, hostname="sink.localhost", enable_SMTPUTF8=True)
 
     async def start(self) -> MailSink:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(self.handler, hostname="sink.localhost", enable_SMTPUTF8=True),
-            host=self.host,
-            port=self.port,
-        )
+        self._server = await loop.create_server(self._protocol, host=self.host, port=self.port)
         return self
 
     async def stop(self) -> None:

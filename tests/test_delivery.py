@@ -1,0 +1,192 @@
+"""The outbox worker against a real smarthost that answers 4xx/5xx on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from relay.config import SMTPOutbound
+from relay.delivery import DeliveryWorker, RetryPolicy
+from relay.sink import MailSink, free_port
+from relay.transport import SMTPTransport
+from storage import outbox
+from storage.db import make_engine, make_sessions, transaction
+from storage.models import OutboxItem
+from storage.types import utcnow
+from tests.conftest import Database
+from tests.harness import FLEET_INBOX, LiveRelay, live_relay
+
+
+async def _events(
+    live: LiveRelay, acc_auth: dict[str, str], ticket_id: int, kind: str, n: int = 1
+) -> list[dict]:
+    for _ in range(100):
+        detail = (await live.http.get(f"/v1/support/tickets/{ticket_id}", headers=acc_auth)).json()
+        found = [e for e in detail["events"] if e["kind"] == kind]
+        if len(found) >= n:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {kind} event on ticket {ticket_id}")
+
+
+async def test_temporary_failure_is_retried_then_delivered(live: LiveRelay) -> None:
+    live.sink.handler.fail_next("451 4.3.0 Try again later", times=2)
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc)
+    [mail] = await live.sink.handler.wait_for(FLEET_INBOX)
+    assert b"Lost umbrella" in mail.raw
+    deferred = await _events(live, acc.auth, ticket["id"], "delivery.deferred", 2)
+    assert all("451" in e["detail"]["error"] for e in deferred)
+    [sent] = await _events(live, acc.auth, ticket["id"], "delivery.sent")
+    assert sent["detail"]["attempt"] == 3
+
+
+async def test_permanent_failure_fails_at_once(live: LiveRelay) -> None:
+    live.sink.handler.fail_next(f"550 5.1.1 <{FLEET_INBOX}>: mailbox unavailable")
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc)
+    [failed] = await _events(live, acc.auth, ticket["id"], "delivery.failed")
+    assert failed["detail"]["attempt"] == 1 and "550" in failed["detail"]["error"]
+    # The smarthost's text named the fleet's address; the partner must not see it.
+    assert FLEET_INBOX not in failed["detail"]["error"]
+    await asyncio.sleep(0.5)
+    assert live.sink.handler.messages == []
+    async with live.relay.sessions() as session:
+        [item] = (await session.exec(select(OutboxItem))).all()
+    assert item.status == outbox.FAILED and item.attempts == 1
+
+
+async def test_unreachable_smarthost_is_retried_until_it_returns(database: Database) -> None:
+    port = free_port()
+    async with live_relay(
+        database.url, database.schema, outbound=f"smtp://127.0.0.1:{port}"
+    ) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc)
+        ticket = await live.open_ticket(acc)
+        [deferred] = (await _events(live, acc.auth, ticket["id"], "delivery.deferred"))[:1]
+        assert "Connect" in deferred["detail"]["error"] or "refused" in deferred["detail"]["error"]
+        late = await MailSink(port=port).start()
+        try:
+            [mail] = await late.handler.wait_for(FLEET_INBOX, timeout=15)
+            assert b"Lost umbrella" in mail.raw
+        finally:
+            await late.stop()
+
+
+async def test_gives_up_after_the_lifetime(database: Database) -> None:
+    port = free_port()
+    async with live_relay(
+        database.url, database.schema, outbound=f"smtp://127.0.0.1:{port}", delivery_lifetime=1
+    ) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc)
+        ticket = await live.open_ticket(acc)
+        [failed] = await _events(live, acc.auth, ticket["id"], "delivery.failed")
+        assert failed["detail"]["error"].startswith("gave up")
+
+
+async def test_connections_are_reused(database: Database) -> None:
+    async with live_relay(database.url, database.schema, delivery_pool_size=1) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc)
+        for n in range(5):
+            await live.open_ticket(acc, subject=f"ticket {n}")
+        await live.sink.handler.wait_for(FLEET_INBOX, count=5)
+        assert live.sink.connections == 1
+
+
+async def test_new_row_wakes_the_worker_without_polling(database: Database) -> None:
+    async with live_relay(database.url, database.schema, delivery_poll_interval=600) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc)
+        await live.open_ticket(acc)
+        # With a ten-minute poll, only the wake-up can deliver this within the timeout.
+        await live.sink.handler.wait_for(FLEET_INBOX, timeout=10)
+
+
+async def test_two_workers_never_send_the_same_row(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    await live.open_ticket(acc)
+    await live.sink.handler.wait_for(FLEET_INBOX)
+    # Stop the relay's own worker, then fill the outbox with rows for two competing workers.
+    live.relay.worker.stop()
+    async with transaction(live.relay.sessions) as session:
+        [template] = (await session.exec(select(OutboxItem))).all()
+        for n in range(60):
+            outbox.enqueue(
+                session,
+                ticket_id=template.ticket_id,
+                message_id=None,
+                recipient_side="fleet",
+                mail_from=template.mail_from,
+                rcpt_to=f"copy{n}@fleet.example",
+                raw=template.raw,
+                lifetime=timedelta(hours=1),
+            )
+    target = SMTPOutbound(host="127.0.0.1", port=live.sink.port)
+    workers = []
+    for _ in range(2):
+        # Separate engines: two processes sharing one database, as in a scaled-out deployment.
+        engine = make_engine(live.settings.database_url, live.settings.database_schema)
+        worker = DeliveryWorker(
+            make_sessions(engine),
+            SMTPTransport(target, pool_size=4, timeout=10),
+            retry=RetryPolicy(0.2, 1),
+            concurrency=5,
+            lease=timedelta(minutes=5),
+            poll_interval=0.1,
+        )
+        workers.append((engine, worker))
+
+    async def drain(worker: DeliveryWorker) -> None:
+        while await worker.run_once():
+            pass
+
+    await asyncio.gather(*(drain(w) for _, w in workers))
+    for engine, worker in workers:
+        await worker.transport.close()
+        await engine.dispose()
+    copies = [m.rcpt_to[0] for m in live.sink.handler.messages if m.rcpt_to[0].startswith("copy")]
+    assert sorted(copies) == sorted(f"copy{n}@fleet.example" for n in range(60))
+    async with live.relay.sessions() as session:
+        statuses = (await session.exec(select(OutboxItem.status))).all()
+    assert set(statuses) == {outbox.SENT}
+
+
+async def test_a_dead_workers_lease_expires_and_the_row_is_sent(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    await live.open_ticket(acc)
+    await live.sink.handler.wait_for(FLEET_INBOX)
+    async with transaction(live.relay.sessions) as session:
+        [item] = (await session.exec(select(OutboxItem))).all()
+        # Pretend a worker claimed a copy and died mid-send a while ago.
+        stuck = outbox.enqueue(
+            session,
+            ticket_id=item.ticket_id,
+            message_id=None,
+            recipient_side="fleet",
+            mail_from=item.mail_from,
+            rcpt_to="stuck@fleet.example",
+            raw=item.raw,
+            lifetime=timedelta(hours=1),
+        )
+        stuck.status = outbox.SENDING
+        stuck.lease_until = utcnow() - timedelta(seconds=1)
+    live.relay.worker.notify()
+    [mail] = await live.sink.handler.wait_for("stuck@fleet.example")
+    assert mail.rcpt_to == ["stuck@fleet.example"]
+    query = select(OutboxItem.status).where(col(OutboxItem.rcpt_to) == "stuck@fleet.example")
+    for _ in range(100):  # the sink sees the mail a moment before the worker records it
+        async with live.relay.sessions() as session:
+            statuses = list((await session.exec(query)).all())
+        if statuses == [outbox.SENT]:
+            break
+        await asyncio.sleep(0.05)
+    assert statuses == [outbox.SENT]
