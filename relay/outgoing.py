@@ -73,7 +73,7 @@ class Mailer:
     def new_message_id(self) -> str:
         return new_message_id(self.domain)
 
-    def queue(
+    async def queue(
         self,
         session: AsyncSession,
         bundle: TicketBundle,
@@ -114,7 +114,7 @@ class Mailer:
             files=files or [],
         )
         assert bundle.ticket.id is not None
-        return outbox.enqueue(
+        return await outbox.enqueue(
             session,
             ticket_id=bundle.ticket.id,
             message_id=message.id,

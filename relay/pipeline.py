@@ -208,7 +208,7 @@ class InboundPipeline:
         threading = await self._threading(ctx, reader)
         reader_msgid = ctx.message.partner_msgid if reader != FLEET else ctx.message.fleet_msgid
         assert reader_msgid is not None
-        self.mailer.queue(
+        await self.mailer.queue(
             ctx.session,
             ctx.bundle,
             event="reply",

@@ -16,6 +16,7 @@ from relay.pipeline import InboundPipeline
 from relay.rendering import Renderer
 from relay.tickets import TicketService
 from relay.transport import Transport, make_transport
+from relay.wakeup import OutboxListener
 from storage.db import SessionFactory, make_engine, make_sessions
 from storage.migrate import upgrade
 
@@ -52,6 +53,7 @@ class Relay:
         self.pipeline = InboundPipeline(self.sessions, self.mailer, self.worker.notify)
         self._smtp_server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._listener: OutboxListener | None = None
 
     async def migrate(self) -> None:
         await upgrade(self.engine)
@@ -75,12 +77,17 @@ class Relay:
         log.info("SMTP listening on %s:%s", self.settings.smtp_host, self.settings.smtp_port)
 
     def start_worker(self) -> None:
+        if not self.settings.is_sqlite:
+            self._listener = OutboxListener(self.settings.database_url, self.worker.notify)
+            self._listener.start()
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
 
     async def close(self) -> None:
         if self._smtp_server is not None:
             self._smtp_server.close()
             await self._smtp_server.wait_closed()
+        if self._listener is not None:
+            await self._listener.stop()
         if self._worker_task is not None:
             self.worker.stop()
             await self._worker_task

@@ -96,7 +96,7 @@ class TicketService:
                         await blob_data(session, upload.blob_id),
                     )
                 )
-            self.mailer.queue(
+            await self.mailer.queue(
                 session,
                 bundle,
                 event="ticket_opened",

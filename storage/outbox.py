@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, or_, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,7 +18,10 @@ SENT = "sent"
 FAILED = "failed"
 
 
-def enqueue(
+CHANNEL = "relay_outbox"
+
+
+async def enqueue(
     session: AsyncSession,
     *,
     ticket_id: int,
@@ -41,6 +44,9 @@ def enqueue(
         expires_at=now + lifetime,
     )
     session.add(item)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        # Delivered at commit, and only then: workers in other processes wake at once.
+        await (await session.connection()).execute(text(f"NOTIFY {CHANNEL}"))
     return item
 
 

@@ -119,7 +119,7 @@ async def test_two_workers_never_send_the_same_row(live: LiveRelay) -> None:
     async with transaction(live.relay.sessions) as session:
         [template] = (await session.exec(select(OutboxItem))).all()
         for n in range(60):
-            outbox.enqueue(
+            await outbox.enqueue(
                 session,
                 ticket_id=template.ticket_id,
                 message_id=None,
@@ -167,7 +167,7 @@ async def test_a_dead_workers_lease_expires_and_the_row_is_sent(live: LiveRelay)
     async with transaction(live.relay.sessions) as session:
         [item] = (await session.exec(select(OutboxItem))).all()
         # Pretend a worker claimed a copy and died mid-send a while ago.
-        stuck = outbox.enqueue(
+        stuck = await outbox.enqueue(
             session,
             ticket_id=item.ticket_id,
             message_id=None,
@@ -190,3 +190,31 @@ async def test_a_dead_workers_lease_expires_and_the_row_is_sent(live: LiveRelay)
             break
         await asyncio.sleep(0.05)
     assert statuses == [outbox.SENT]
+
+
+async def test_separate_api_and_worker_roles_share_the_database(database: Database) -> None:
+    """`--only api` and `--only worker` as two relays on one store; the worker still delivers.
+
+    On PostgreSQL a NOTIFY wakes the other process at once; on SQLite the poll finds the row.
+    With a ten-minute poll on PostgreSQL, only the NOTIFY can deliver within the timeout.
+    """
+    from api.server import running
+    from relay.config import Settings
+
+    poll = 600.0 if database.schema else 0.2
+    async with live_relay(database.url, database.schema) as live:
+        live.relay.worker.stop()  # this relay acts as the API-only process
+        await asyncio.sleep(0.3)
+        settings = Settings(
+            database_url=database.url,
+            database_schema=database.schema,
+            outbound=live.sink.url,
+            delivery_poll_interval=poll,
+        )
+        async with running(settings, ["worker"], migrate=False):
+            await asyncio.sleep(0.3)  # let the listener subscribe
+            acc = await live.accounts()
+            await live.put_trip(acc)
+            await live.open_ticket(acc)
+            [mail] = await live.sink.handler.wait_for(FLEET_INBOX, timeout=10)
+            assert b"Lost umbrella" in mail.raw
