@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relay.compose import FilePart
-from relay.errors import NotFound
+from relay.errors import InvalidInput, NotFound
 from relay.masking import mask_addresses
 from relay.outgoing import Mailer, load_bundle
 from storage.db import SessionFactory, transaction
@@ -49,8 +49,12 @@ class TicketService:
     async def open_ticket(self, partner: Partner, trip: Trip, new: NewTicket) -> int:
         """Create the ticket, its aliases, first message and the fleet's email; return its id."""
         assert partner.id is not None
-        # Contact precedence: the request, then the relay-wide default, then the partner's own.
-        contact = new.contact_email or self.default_contact_email or partner.contact_email
+        # The request's contact, else the partner's own; the relay-wide default is the last
+        # resort. Never the other way round: a global address must not receive a partner's
+        # mail when the partner has configured its own.
+        contact = new.contact_email or partner.contact_email or self.default_contact_email
+        if not contact:
+            raise InvalidInput({"contactEmail": "No contact address is configured; send one."})
         async with transaction(self.sessions) as session:
             uploads = await claimable_uploads(session, partner.id, new.attachment_tokens)
             missing = [t for t in new.attachment_tokens if t not in uploads]
