@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -103,6 +104,16 @@ class LiveRelay:
         response = await self.http.get(f"/v1/support/tickets/{ticket_id}", headers=acc.auth)
         assert response.status_code == 200, response.text
         return response.json()
+
+    async def events(self, acc: Accounts, ticket_id: int, kind: str, count: int = 1) -> list[Any]:
+        """Wait until the ticket shows `count` events of `kind`: the sink sees a message a
+        moment before the worker records that it was sent."""
+        for _ in range(200):
+            found = [e for e in (await self.ticket(acc, ticket_id))["events"] if e["kind"] == kind]
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"ticket {ticket_id} never showed {count} {kind} event(s)")
 
     async def send(
         self, raw: bytes | EmailMessage, rcpt: list[str] | str, mail_from: str = FLEET_INBOX

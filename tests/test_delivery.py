@@ -19,18 +19,6 @@ from tests.conftest import Database
 from tests.harness import FLEET_INBOX, LiveRelay, live_relay
 
 
-async def _events(
-    live: LiveRelay, acc_auth: dict[str, str], ticket_id: int, kind: str, n: int = 1
-) -> list[dict]:
-    for _ in range(100):
-        detail = (await live.http.get(f"/v1/support/tickets/{ticket_id}", headers=acc_auth)).json()
-        found = [e for e in detail["events"] if e["kind"] == kind]
-        if len(found) >= n:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no {kind} event on ticket {ticket_id}")
-
-
 async def test_temporary_failure_is_retried_then_delivered(live: LiveRelay) -> None:
     live.sink.handler.fail_next("451 4.3.0 Try again later", times=2)
     acc = await live.accounts()
@@ -38,9 +26,9 @@ async def test_temporary_failure_is_retried_then_delivered(live: LiveRelay) -> N
     ticket = await live.open_ticket(acc)
     [mail] = await live.sink.handler.wait_for(FLEET_INBOX)
     assert b"Lost umbrella" in mail.raw
-    deferred = await _events(live, acc.auth, ticket["id"], "delivery.deferred", 2)
+    deferred = await live.events(acc, ticket["id"], "delivery.deferred", 2)
     assert all("451" in e["detail"]["error"] for e in deferred)
-    [sent] = await _events(live, acc.auth, ticket["id"], "delivery.sent")
+    [sent] = await live.events(acc, ticket["id"], "delivery.sent")
     assert sent["detail"]["attempt"] == 3
 
 
@@ -49,7 +37,7 @@ async def test_permanent_failure_fails_at_once(live: LiveRelay) -> None:
     acc = await live.accounts()
     await live.put_trip(acc)
     ticket = await live.open_ticket(acc)
-    [failed] = await _events(live, acc.auth, ticket["id"], "delivery.failed")
+    [failed] = await live.events(acc, ticket["id"], "delivery.failed")
     assert failed["detail"]["attempt"] == 1 and "550" in failed["detail"]["error"]
     # The smarthost's text named the fleet's address; the partner must not see it.
     assert FLEET_INBOX not in failed["detail"]["error"]
@@ -68,7 +56,7 @@ async def test_unreachable_smarthost_is_retried_until_it_returns(database: Datab
         acc = await live.accounts()
         await live.put_trip(acc)
         ticket = await live.open_ticket(acc)
-        [deferred] = (await _events(live, acc.auth, ticket["id"], "delivery.deferred"))[:1]
+        [deferred] = (await live.events(acc, ticket["id"], "delivery.deferred"))[:1]
         assert "Connect" in deferred["detail"]["error"] or "refused" in deferred["detail"]["error"]
         late = await MailSink(port=port).start()
         try:
@@ -86,7 +74,7 @@ async def test_gives_up_after_the_lifetime(database: Database) -> None:
         acc = await live.accounts()
         await live.put_trip(acc)
         ticket = await live.open_ticket(acc)
-        [failed] = await _events(live, acc.auth, ticket["id"], "delivery.failed")
+        [failed] = await live.events(acc, ticket["id"], "delivery.failed")
         assert failed["detail"]["error"].startswith("gave up")
 
 

@@ -113,13 +113,14 @@ async def test_full_round_trip_is_masked_both_ways(live: LiveRelay) -> None:
     assert msg["Message-ID"] in fmsg["References"]
     assert back["Message-ID"] not in second.raw.decode()
 
+    assert len(await live.events(acc, ticket["id"], "delivery.sent", 3)) == 3
     detail = await live.ticket(acc, ticket["id"])
     authors = [(m["author"], m["via"]) for m in detail["conversation"]]
     assert authors == [("partner", "api"), ("fleet", "email"), ("partner", "email")]
     assert all(FLEET_INBOX not in m["body"].lower() for m in detail["conversation"])
     assert [a["filename"] for a in detail["attachments"]] == ["photo.png"]
     kinds = [e["kind"] for e in detail["events"]]
-    assert kinds.count("delivery.sent") == 3 and "ticket.created" in kinds
+    assert kinds.count("message.received") == 2 and "ticket.created" in kinds
 
 
 async def test_fleet_attachment_is_forwarded_and_stored(live: LiveRelay) -> None:
