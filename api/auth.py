@@ -40,7 +40,7 @@ def require_admin(request: Request) -> None:
     expected = relay_of(request).settings.admin_key
     if not expected:
         # Admin API off: indistinguishable from a route that does not exist.
-        raise HTTPException(404, "Not found.")
+        raise HTTPException(404)
     key = _presented_key(request)
     if not hmac.compare_digest(key.encode(), expected.encode()):
         raise HTTPException(401, "The admin key is wrong.", headers=_CHALLENGE)

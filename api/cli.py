@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
-from api.server import running, wait_for_stop_signal
+from api.server import running, stop_on_signal, wait_for_stop_signal
 from relay.config import Role, Settings
 from relay.runtime import Relay
 from storage import accounts
@@ -81,6 +81,7 @@ async def _with_relay(settings: Settings, work: Callable[[Relay], Awaitable[int]
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     roles: list[Role] = args.only or settings.roles
+    stop = stop_on_signal()
     async with running(settings, roles, migrate=not args.no_migrate) as relay:
         if args.demo:
             print(demo_banner(relay, await seed_demo(relay)), flush=True)
@@ -91,7 +92,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 f"SMTP {settings.smtp_host}:{settings.smtp_port})",
                 flush=True,
             )
-        await wait_for_stop_signal()
+        await wait_for_stop_signal(stop)
     return 0
 
 

@@ -85,7 +85,7 @@ class KeyIssued(PublicModel):
 
 
 class TripUpsert(WireModel):
-    fleet_id: int
+    fleet_id: Annotated[int, Field(gt=0, lt=2**63, strict=True)]  # a database id: no true/1.0
     pickup: Annotated[Text, Field(max_length=500)]
     dropoff: Annotated[Text, Field(max_length=500)]
     scheduled_at: datetime

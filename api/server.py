@@ -73,10 +73,16 @@ async def running(
         await relay.close()
 
 
-async def wait_for_stop_signal() -> None:
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM. Install it before announcing readiness, so a signal
+    sent as soon as the banner appears stops the relay cleanly instead of killing it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def wait_for_stop_signal(stop: asyncio.Event | None = None) -> None:
+    await (stop or stop_on_signal()).wait()
     log.info("stopping")

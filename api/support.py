@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -40,8 +40,13 @@ from storage.trips import trip_by_partner_id, trip_by_uuid
 from storage.types import utcnow
 
 
-def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):g}MiB"
+def _human_size(size: int) -> str:
+    """2MiB, 512KiB, 100B: the unit in which the limit reads as a whole number if possible."""
+    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f}{unit}" if value.is_integer() else f"{value:.1f}{unit}"
+    return f"{size}B"
 
 
 async def upload_attachment(request: Request) -> Response:
@@ -51,7 +56,7 @@ async def upload_attachment(request: Request) -> Response:
     limit = settings.max_attachment_size
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit + 64 * 1024:  # refuse before reading: multipart adds a little framing
-        raise InvalidInput({"file": f"File is too big. Max filesize: {_mib(limit)}."})
+        raise InvalidInput({"file": f"File is too big. Max filesize: {_human_size(limit)}."})
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise HTTPException(415, "Send the file as multipart/form-data in a field named 'file'.")
     async with request.form(max_files=1, max_fields=5) as form:
@@ -60,7 +65,7 @@ async def upload_attachment(request: Request) -> Response:
             raise InvalidInput({"file": "This field is required."})
         data = await upload.read(limit + 1)
         if len(data) > limit:
-            raise InvalidInput({"file": f"File is too big. Max filesize: {_mib(limit)}."})
+            raise InvalidInput({"file": f"File is too big. Max filesize: {_human_size(limit)}."})
         if not data:
             raise InvalidInput({"file": "The file is empty."})
         filename = _safe_filename(upload.filename or "attachment")
@@ -195,10 +200,11 @@ def _decode_cursor(value: str) -> tuple[datetime, int]:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         stamp, _, ident = raw.partition("|")
         when = datetime.fromisoformat(stamp)
-        if when.tzinfo is None:
+        last_id = int(ident)
+        if when.tzinfo is None or not 0 < last_id < 2**63:
             raise ValueError
-        return when, int(ident)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return when.astimezone(UTC), last_id
+    except (binascii.Error, ValueError, OverflowError, UnicodeDecodeError):
         raise InvalidInput({"cursor": "Not a cursor this API returned."}) from None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,7 +34,7 @@ async def put_trip(request: Request) -> Response:
             fleet_id=body.fleet_id,
             pickup=body.pickup,
             dropoff=body.dropoff,
-            scheduled_at=body.scheduled_at,
+            scheduled_at=body.scheduled_at.astimezone(UTC),
             passenger_name=body.passenger_name,
             vehicle=body.vehicle,
             driver_name=body.driver_name,

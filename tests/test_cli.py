@@ -1,0 +1,293 @@
+"""The `support-relay` console script, run for real in a subprocess against a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from relay.sink import free_port
+from tests.harness import live_relay
+
+SCRIPT = Path(sys.executable).with_name("support-relay")
+COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "api.cli"]
+TIMEOUT = 30.0
+
+
+@dataclass
+class Cli:
+    """Runs the console script with a clean RELAY_* environment in its own directory."""
+
+    root: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "relay.db"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.db_path}"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        env.update(
+            RELAY_DATABASE_URL=self.db_url,
+            RELAY_OUTBOUND=f"maildir:{self.outbox}",
+            RELAY_HTTP_PORT=str(free_port()),
+            RELAY_SMTP_PORT=str(free_port()),
+            PYTHONUNBUFFERED="1",
+            **self.extra_env,
+            **extra,
+        )
+        return env
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*COMMAND, *args],
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> Any:
+        """Run a command that must succeed and print JSON; return the parsed JSON."""
+        done = self.run(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return json.loads(done.stdout)
+
+    @contextmanager
+    def serving(self, *args: str) -> Iterator[Served]:
+        stderr_path = self.root / "serve.stderr"
+        with (
+            open(stderr_path, "w") as stderr,
+            subprocess.Popen(
+                [*COMMAND, "serve", *args],
+                cwd=self.root,
+                env=self.env(),
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            ) as proc,
+        ):
+            served = Served(proc, stderr_path)
+            try:
+                yield served
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(TIMEOUT)
+                served.reader.join(TIMEOUT)
+
+
+class Served:
+    """A running `support-relay serve`: its stdout lines, read by a thread, and its exit."""
+
+    def __init__(self, proc: subprocess.Popen[str], stderr_path: Path) -> None:
+        self.proc = proc
+        self.stderr_path = stderr_path
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for_line(self, matches: Callable[[str], bool]) -> str:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"timed out; stdout so far: {self.output}") from None
+            if line is None:
+                raise AssertionError(
+                    f"exited {self.proc.wait()}; stdout {self.output}; "
+                    f"stderr {self.stderr_path.read_text()}"
+                )
+            self.output.append(line)
+            if matches(line):
+                return line
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(TIMEOUT)
+
+
+def wait_for_files(directory: Path, count: int = 1) -> list[Path]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        files = sorted(directory.glob("*")) if directory.is_dir() else []
+        if len(files) >= count:
+            return files
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} file(s) in {directory}")
+
+
+def test_partner_and_fleet_commands(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    partner = cli.ok(
+        "partner",
+        "add",
+        "--name",
+        "Acme Travel",
+        "--contact-email",
+        "HelpDesk@Partner.example",
+        "--allowed-sender",
+        "@Partner.example",
+    )
+    assert isinstance(partner["id"], int) and isinstance(partner["apiKeyId"], int)
+    assert partner["apiKey"].startswith("sr_") and len(partner["apiKey"]) > 32
+    assert partner["name"] == "Acme Travel"
+    assert partner["contactEmail"] == "helpdesk@partner.example"
+    assert partner["allowedSenders"] == ["@partner.example"]
+
+    [listed] = cli.ok("partner", "list")
+    assert listed["id"] == partner["id"] and listed["contactEmail"] == "helpdesk@partner.example"
+    assert "apiKey" not in listed and "apiKeyId" not in listed
+
+    fleet = cli.ok(
+        "fleet", "add", "--name", "City Cabs", "--support-email", "dispatch@fleet.example"
+    )
+    assert isinstance(fleet["id"], int) and fleet["supportEmail"] == "dispatch@fleet.example"
+    assert cli.ok("fleet", "list") == [fleet]
+    assert cli.db_path.is_file()
+    assert not (tmp_path / "var").exists()  # the configured database was used, not the default
+
+
+async def test_keys_issued_and_revoked_by_cli_work_over_http(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    partner = cli.ok("partner", "add", "--name", "Acme", "--contact-email", "desk@acme.example")
+    issued = cli.ok("key", "issue", "--partner", str(partner["id"]))
+    assert issued["partnerId"] == partner["id"] and issued["apiKey"] != partner["apiKey"]
+    assert cli.ok("key", "revoke", str(partner["apiKeyId"])) == {"revoked": partner["apiKeyId"]}
+
+    async with live_relay(cli.db_url, None) as live:
+        for key, status in ((issued["apiKey"], 200), (partner["apiKey"], 401)):
+            response = await live.http.get(
+                "/v1/support/tickets", headers={"Authorization": f"ApiKey {key}"}
+            )
+            assert response.status_code == status, response.text
+        # The admin API sees what the CLI created.
+        listed = await live.http.get("/v1/admin/partners", headers=live.admin)
+        assert [p["id"] for p in listed.json()["partners"]] == [partner["id"]]
+
+
+def test_invalid_input_exits_2_and_changes_nothing(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    bad = cli.run("partner", "add", "--name", "X", "--contact-email", "not-an-email")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert "error:" in bad.stderr and "contact_email" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    bad_fleet = cli.run(
+        "fleet", "add", "--name", "X", "--support-email", "a@b.example", "--allowed-sender", "nope"
+    )
+    assert bad_fleet.returncode == 2 and "allowed_senders" in bad_fleet.stderr
+    assert "Traceback" not in bad_fleet.stderr
+
+    # None of the refused commands left anything behind.
+    assert cli.ok("partner", "list") == []
+
+
+def test_unknown_ids_exit_1(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    no_partner = cli.run("key", "issue", "--partner", "4242")
+    assert no_partner.returncode == 1 and no_partner.stdout == ""
+    assert "no partner 4242" in no_partner.stderr and "Traceback" not in no_partner.stderr
+
+    no_key = cli.run("key", "revoke", "4242")
+    assert no_key.returncode == 1 and no_key.stdout == ""
+    assert "no key 4242" in no_key.stderr and "Traceback" not in no_key.stderr
+
+
+def test_migrate_on_an_empty_database(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    assert not cli.db_path.exists()
+    first = cli.run("migrate")
+    assert first.returncode == 0, first.stderr
+    assert "database is up to date" in first.stdout
+    assert cli.db_path.is_file()
+    again = cli.run("migrate")
+    assert again.returncode == 0 and "database is up to date" in again.stdout
+
+
+def test_serve_demo_takes_a_ticket_and_writes_the_fleets_mail(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    with cli.serving("--demo") as served:
+        served.wait_for_line(lambda line: "curl" in line)
+        served.wait_for_line(lambda line: "-d '" in line)
+        banner = "".join(served.output)
+        key = re.search(r"Demo key\s+(\S+)", banner)
+        http = re.search(r"HTTP API\s+(http://\S+)", banner)
+        smtp = re.search(r"SMTP\s+(127\.0\.0\.1:\d+)", banner)
+        assert key and http and smtp, banner
+        assert "DEMO-1001" in banner and f"ApiKey {key[1]}" in banner
+        assert f"{http[1]}/v1/support/demand/trips/DEMO-1001/tickets" in banner
+
+        with httpx.Client(base_url=http[1], timeout=10) as client:
+            response = client.post(
+                "/v1/support/demand/trips/DEMO-1001/tickets",
+                headers={"Authorization": f"ApiKey {key[1]}"},
+                json={"subject": "Lost umbrella", "comment": "A blue umbrella, back seat."},
+            )
+            assert response.status_code == 201, response.text
+            ticket = response.json()
+            assert ticket["partnerTripId"] == "DEMO-1001"
+
+        [path] = wait_for_files(cli.outbox / "new")
+        raw = path.read_bytes()
+        message = message_from_bytes(raw, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        assert message["To"].addresses[0].addr_spec == "dispatch@citycabs.example"
+        assert f"[Ticket #{ticket['id']}]" in message["Subject"]
+        body = message.get_body(preferencelist=("plain",))
+        assert body is not None
+        text = body.get_content()
+        assert "A blue umbrella, back seat." in text and "DEMO-1001" in text
+        assert b"partner@acme.example" not in raw.lower()
+
+        assert served.stop() == 0
+
+
+def test_plain_serve_creates_no_demo_data(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    with cli.serving() as served:
+        line = served.wait_for_line(lambda line: "support-relay serving" in line)
+        assert "api" in line and "smtp" in line and "worker" in line
+        assert served.stop() == 0
+    assert "Demo key" not in "".join(served.output)
+    assert cli.ok("partner", "list") == []
+
+
+def test_demo_command_runs_the_round_trip(tmp_path: Path) -> None:
+    done = Cli(tmp_path).run("demo")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "no byte sent to one side contains the other side's address" in done.stdout
+    assert "FAILED" not in done.stdout
