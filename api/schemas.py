@@ -119,6 +119,20 @@ class TicketCreate(WireModel):
     priority: Priority = "medium"
 
 
+class TicketUpdate(WireModel):
+    status: Literal["open", "processing", "closed"] | None = None
+    priority: Priority | None = None
+    category: Annotated[Text, Field(max_length=100)] | None = None
+
+
+class MessageCreate(WireModel):
+    comment: Text
+    attachments: Annotated[
+        list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=50)
+    ] = []
+    internal: bool = False
+
+
 class TicketPublic(PublicModel):
     id: int
     trip_id: str
@@ -147,6 +161,7 @@ class MessagePublic(PublicModel):
     author_name: str | None
     via: str
     body: str
+    internal: bool
     created_at: datetime
     attachments: list[str]
 

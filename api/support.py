@@ -17,15 +17,18 @@ from api.bodies import int_param, read_json, str_param
 from api.schemas import (
     AttachmentPublic,
     EventPublic,
+    MessageCreate,
     MessagePublic,
     TicketCreate,
     TicketDetail,
     TicketList,
     TicketPublic,
+    TicketUpdate,
     UploadResult,
 )
+from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
-from relay.tickets import NewTicket
+from relay.tickets import NewMessage, NewTicket, TicketChanges
 from storage.db import transaction
 from storage.models import Fleet, Partner, Ticket, Trip
 from storage.tickets import (
@@ -97,17 +100,22 @@ def _safe_filename(name: str) -> str:
     return name or "attachment"
 
 
+def _check_text_limits(settings: Settings, comment: str, attachments: list[str]) -> None:
+    """The limits an operator configures (pydantic's are fixed at import time)."""
+    if len(comment) > settings.max_comment_length:
+        limit = settings.max_comment_length
+        raise InvalidInput({"comment": f"Ensure this field has no more than {limit} characters."})
+    if len(attachments) > settings.max_attachments:
+        limit = settings.max_attachments
+        raise InvalidInput({"attachments": f"No more than {limit} attachments per message."})
+
+
 async def _open(request: Request, partner: Partner, trip: Trip | None) -> Response:
     if trip is None:
         raise NotFound("trip")
     relay = relay_of(request)
     body = await read_json(request, TicketCreate)
-    if len(body.comment) > relay.settings.max_comment_length:
-        limit = relay.settings.max_comment_length
-        raise InvalidInput({"comment": f"Ensure this field has no more than {limit} characters."})
-    if len(body.attachments) > relay.settings.max_attachments:
-        limit = relay.settings.max_attachments
-        raise InvalidInput({"attachments": f"No more than {limit} attachments per ticket."})
+    _check_text_limits(relay.settings, body.comment, body.attachments)
     ticket_id = await relay.tickets.open_ticket(
         partner,
         trip,
@@ -174,6 +182,7 @@ async def _detail(request: Request, partner: Partner, ticket_id: int) -> TicketD
                 author_name=m.author_name,
                 via=m.via,
                 body=m.body,
+                internal=m.internal,
                 created_at=m.created_at,
                 attachments=files_by_message.get(m.id or 0, []),
             )
@@ -188,6 +197,33 @@ async def get_ticket(request: Request) -> Response:
     partner = await current_partner(request)
     ticket_id = int_param(request, "ticketId", "ticket")
     return JSONResponse((await _detail(request, partner, ticket_id)).dump())
+
+
+async def update_ticket(request: Request) -> Response:
+    partner = await current_partner(request)
+    ticket_id = int_param(request, "ticketId", "ticket")
+    body = await read_json(request, TicketUpdate)
+    if body.status is None and body.priority is None and body.category is None:
+        raise InvalidInput({"body": "Send at least one of status, priority, category."})
+    changes = TicketChanges(status=body.status, priority=body.priority, category=body.category)
+    await relay_of(request).tickets.update_ticket(partner, ticket_id, changes)
+    return JSONResponse((await _detail(request, partner, ticket_id)).dump())
+
+
+async def add_message(request: Request) -> Response:
+    partner = await current_partner(request)
+    ticket_id = int_param(request, "ticketId", "ticket")
+    relay = relay_of(request)
+    body = await read_json(request, MessageCreate)
+    _check_text_limits(relay.settings, body.comment, body.attachments)
+    new = NewMessage(
+        comment=body.comment, attachment_tokens=body.attachments, internal=body.internal
+    )
+    message_id = await relay.tickets.add_message(partner, ticket_id, new)
+    detail = await _detail(request, partner, ticket_id)
+    [message] = [m for m in detail.conversation if m.id == message_id]
+    location = f"/v1/support/tickets/{ticket_id}"
+    return JSONResponse(message.dump(), status_code=201, headers={"Location": location})
 
 
 def _encode_cursor(cursor: tuple[datetime, int]) -> str:
@@ -243,4 +279,6 @@ routes = [
     ),
     Route("/v1/support/tickets", list_ticket_history, methods=["GET"]),
     Route("/v1/support/tickets/{ticketId}", get_ticket, methods=["GET"]),
+    Route("/v1/support/tickets/{ticketId}", update_ticket, methods=["PATCH"]),
+    Route("/v1/support/tickets/{ticketId}/messages", add_message, methods=["POST"]),
 ]

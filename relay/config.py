@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     max_subject_length: int = 500
     max_comment_length: int = 20_000
     upload_token_ttl: int = 24 * 3600
+    # Mail to a closed ticket reopens it within this many seconds of closing; later it is refused.
+    reopen_window: int = 7 * 24 * 3600
 
     # Delivery.
     delivery_lifetime: int = 4 * 24 * 3600

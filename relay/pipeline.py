@@ -1,4 +1,4 @@
-"""Inbound mail as ordered steps: parse → resolve → authorize → dedupe → store → forward.
+"""Inbound mail in ordered steps: parse, resolve, authorize, dedupe, reopen, store, forward.
 
 A step stops the flow by raising an `InboundRefused` (the sender gets its 5xx) or by
 marking the context done (a duplicate: acknowledged, nothing stored twice). Every alias
@@ -12,30 +12,32 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.addresses import parse_single_sender, sender_allowed
-from relay.compose import FilePart, Threading
+from relay.compose import FilePart
 from relay.errors import MalformedMessage, SenderNotAllowed, UnknownAlias
+from relay.lifecycle import CLOSED, OPEN, TicketClosedForReplies, may_reopen_by_mail
 from relay.masking import mask_addresses
 from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.parsing import ParsedMessage, parse_message
 from relay.replies import S250_DUPLICATE, S250_OK
+from relay.threads import threading_for
 from storage.db import SessionFactory, transaction
 from storage.models import Alias, Attachment, Message, Ticket
 from storage.tickets import (
     FLEET,
     active_alias,
-    conversation,
     duplicate_exists,
-    message_by_msgid,
     other_side,
     record_event,
     store_blob,
     touch,
 )
+from storage.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,21 @@ Step = Callable[[InboundContext], Awaitable[None]]
 
 class InboundPipeline:
     def __init__(
-        self, sessions: SessionFactory, mailer: Mailer, notify: Callable[[], None]
+        self,
+        sessions: SessionFactory,
+        mailer: Mailer,
+        notify: Callable[[], None],
+        reopen_window: timedelta = timedelta(days=7),
     ) -> None:
         self.sessions = sessions
         self.mailer = mailer
         self.notify = notify
+        self.reopen_window = reopen_window
         self.steps: list[Step] = [
             self.resolve,
             self.authorize,
             self.deduplicate,
+            self.reopen_if_closed,
             self.store,
             self.forward,
         ]
@@ -154,6 +162,26 @@ class InboundPipeline:
         if await duplicate_exists(ctx.session, ctx.alias.id, ctx.dedup_key):
             ctx.duplicate = ctx.done = True
 
+    async def reopen_if_closed(self, ctx: InboundContext) -> None:
+        """A reply to a recently closed ticket reopens it; after the window it is refused."""
+        ticket = ctx.ticket
+        if ticket.status != CLOSED:
+            return
+        assert ticket.id is not None
+        if not may_reopen_by_mail(ticket.closed_at, utcnow(), self.reopen_window):
+            assert ticket.closed_at is not None
+            raise TicketClosedForReplies(ticket.id, ticket.closed_at)
+        record_event(
+            ctx.session,
+            ticket.id,
+            "ticket.status_changed",
+            ctx.side,
+            via="email",
+            **{"from": CLOSED, "to": OPEN},
+        )
+        ticket.status = OPEN
+        ticket.closed_at = None
+
     async def store(self, ctx: InboundContext) -> None:
         assert ctx.bundle is not None and ctx.alias is not None
         ticket = ctx.ticket
@@ -205,7 +233,15 @@ class InboundPipeline:
     async def forward(self, ctx: InboundContext) -> None:
         assert ctx.bundle is not None and ctx.message is not None
         reader = other_side(ctx.side)
-        threading = await self._threading(ctx, reader)
+        assert ctx.ticket.id is not None
+        threading = await threading_for(
+            ctx.session,
+            ctx.ticket.id,
+            reader,
+            exclude=ctx.message.id,
+            author=ctx.side,
+            cited=ctx.parsed.references,
+        )
         reader_msgid = ctx.message.partner_msgid if reader != FLEET else ctx.message.fleet_msgid
         assert reader_msgid is not None
         await self.mailer.queue(
@@ -220,22 +256,3 @@ class InboundPipeline:
             body=ctx.message.body,
             author_name=ctx.bundle.name_of(ctx.side),
         )
-
-    async def _threading(self, ctx: InboundContext, reader: str) -> Threading:
-        """In-Reply-To/References in the IDs the reader knows, never the author's."""
-        assert ctx.ticket.id is not None and ctx.message is not None
-        history = [
-            m for m in await conversation(ctx.session, ctx.ticket.id) if m.id != ctx.message.id
-        ]
-        known = [_msgid_for(m, reader) for m in history]
-        references = [m for m in known if m]
-        cited = await message_by_msgid(ctx.session, ctx.ticket.id, ctx.side, ctx.parsed.references)
-        in_reply_to = _msgid_for(cited, reader) if cited else None
-        return Threading(
-            in_reply_to=in_reply_to or (references[-1] if references else None),
-            references=references,
-        )
-
-
-def _msgid_for(message: Message, side: str) -> str | None:
-    return message.fleet_msgid if side == FLEET else message.partner_msgid

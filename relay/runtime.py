@@ -50,7 +50,12 @@ class Relay:
             default_contact_email=settings.default_contact_email,
             notify=self.worker.notify,
         )
-        self.pipeline = InboundPipeline(self.sessions, self.mailer, self.worker.notify)
+        self.pipeline = InboundPipeline(
+            self.sessions,
+            self.mailer,
+            self.worker.notify,
+            reopen_window=timedelta(seconds=settings.reopen_window),
+        )
         self._smtp_server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._listener: OutboxListener | None = None

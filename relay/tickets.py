@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from relay.compose import FilePart
-from relay.errors import InvalidInput, NotFound
+from relay.errors import Conflict, InvalidInput, NotFound
+from relay.lifecycle import CLOSED, check_transition
 from relay.masking import mask_addresses
 from relay.outgoing import Mailer, load_bundle
+from relay.threads import threading_for
 from storage.db import SessionFactory, transaction
-from storage.models import Message, Partner, Ticket, Trip
+from storage.models import Attachment, Message, Partner, Ticket, Trip
 from storage.tickets import (
     FLEET,
     PARTNER,
@@ -19,7 +23,10 @@ from storage.tickets import (
     claim_upload,
     claimable_uploads,
     record_event,
+    ticket_for_partner,
+    touch,
 )
+from storage.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,20 @@ class NewTicket:
     attachment_tokens: Sequence[str]
     category: str | None = None
     priority: str = "medium"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    comment: str
+    attachment_tokens: Sequence[str] = ()
+    internal: bool = False
+
+
+@dataclass(frozen=True)
+class TicketChanges:
+    status: str | None = None
+    priority: str | None = None
+    category: str | None = None
 
 
 class TicketService:
@@ -114,3 +135,141 @@ class TicketService:
             record_event(session, ticket.id, "ticket.created", "partner", via="api")
         self.notify()
         return ticket.id
+
+    async def add_message(self, partner: Partner, ticket_id: int, new: NewMessage) -> int:
+        """A partner message (emailed to the fleet) or internal note (kept, never sent)."""
+        assert partner.id is not None
+        async with transaction(self.sessions) as session:
+            ticket = await ticket_for_partner(session, partner.id, ticket_id)
+            if ticket is None:
+                raise NotFound("ticket")
+            if ticket.status == CLOSED and not new.internal:
+                raise Conflict("Ticket is closed; reopen it first (status open).")
+            uploads = await claimable_uploads(session, partner.id, new.attachment_tokens)
+            if any(t not in uploads for t in new.attachment_tokens):
+                raise NotFound("resource token")
+            bundle = await load_bundle(session, ticket)
+            fleet_msgid = None if new.internal else self.mailer.new_message_id()
+            comment = mask_addresses(
+                new.comment, bundle.real_addresses(), self.mailer.address_of(bundle, FLEET)
+            )
+            message = Message(
+                ticket_id=ticket_id,
+                author_side=PARTNER,
+                via="api",
+                author_name=partner.name,
+                body=comment,
+                internal=new.internal,
+                fleet_msgid=fleet_msgid,
+            )
+            session.add(message)
+            await session.flush()
+            assert message.id is not None
+            files = await _claim_all(session, uploads, new.attachment_tokens, ticket_id, message.id)
+            kind = "note.added" if new.internal else "message.added"
+            record_event(session, ticket_id, kind, "partner", via="api", messageId=message.id)
+            touch(session, ticket)
+            if fleet_msgid is not None:
+                threading = await threading_for(session, ticket_id, FLEET, exclude=message.id)
+                await self.mailer.queue(
+                    session,
+                    bundle,
+                    event="reply",
+                    to_side=FLEET,
+                    message=message,
+                    message_id=fleet_msgid,
+                    threading=threading,
+                    files=files,
+                    body=comment,
+                    author_name=partner.name,
+                )
+        if not new.internal:
+            self.notify()
+        return message.id
+
+    async def update_ticket(self, partner: Partner, ticket_id: int, changes: TicketChanges) -> None:
+        """Apply status/priority/category changes, each recorded as an event with who and when."""
+        assert partner.id is not None
+        tell_fleet: str | None = None
+        async with transaction(self.sessions) as session:
+            ticket = await ticket_for_partner(session, partner.id, ticket_id)
+            if ticket is None:
+                raise NotFound("ticket")
+            if changes.status is not None:
+                check_transition(ticket.status, changes.status)
+                record_event(
+                    session,
+                    ticket_id,
+                    "ticket.status_changed",
+                    "partner",
+                    **{"from": ticket.status, "to": changes.status},
+                )
+                if changes.status == CLOSED:
+                    tell_fleet = "closed"
+                    ticket.closed_at = utcnow()
+                elif ticket.status == CLOSED:
+                    tell_fleet = "reopened"
+                    ticket.closed_at = None
+                ticket.status = changes.status
+            for field in ("priority", "category"):
+                value = getattr(changes, field)
+                if value is not None and value != getattr(ticket, field):
+                    record_event(
+                        session,
+                        ticket_id,
+                        f"ticket.{field}_changed",
+                        "partner",
+                        **{"from": getattr(ticket, field), "to": value},
+                    )
+                    setattr(ticket, field, value)
+            touch(session, ticket)
+            if tell_fleet is not None:
+                await self._tell_fleet(session, ticket, partner, tell_fleet)
+        if tell_fleet is not None:
+            self.notify()
+
+    async def _tell_fleet(
+        self, session: AsyncSession, ticket: Ticket, partner: Partner, change: str
+    ) -> None:
+        assert ticket.id is not None
+        bundle = await load_bundle(session, ticket)
+        # The notice is a conversation entry too, so the fleet's reply to it threads.
+        notice = Message(
+            ticket_id=ticket.id,
+            author_side=PARTNER,
+            via="api",
+            author_name=partner.name,
+            body=f"{partner.name} {change} this ticket.",
+            fleet_msgid=self.mailer.new_message_id(),
+        )
+        session.add(notice)
+        await session.flush()
+        assert notice.fleet_msgid is not None
+        threading = await threading_for(session, ticket.id, FLEET, exclude=notice.id)
+        await self.mailer.queue(
+            session,
+            bundle,
+            event="status_changed",
+            to_side=FLEET,
+            message=notice,
+            message_id=notice.fleet_msgid,
+            threading=threading,
+            change=change,
+        )
+
+
+async def _claim_all(
+    session: AsyncSession,
+    uploads: dict[str, Attachment],
+    tokens: Sequence[str],
+    ticket_id: int,
+    message_id: int,
+) -> list[FilePart]:
+    """Attach the uploads to the message (using up their tokens) and return them as parts."""
+    files: list[FilePart] = []
+    for token in tokens:
+        upload = uploads[token]
+        claim_upload(session, upload, ticket_id, message_id)
+        data = await blob_data(session, upload.blob_id)
+        files.append(FilePart(upload.filename, upload.content_type, data))
+    return files

@@ -88,6 +88,8 @@ class Ticket(SQLModel, table=True):
     priority: str = Field(default="medium", max_length=20)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # When the ticket was last closed: mail after the reopen window is refused, not lost.
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Alias(SQLModel, table=True):
@@ -122,6 +124,8 @@ class Message(SQLModel, table=True):
     # The real sender, kept for audit; never shown to the other side.
     sender_address: str | None = Field(default=None, max_length=320)
     body: str = Field(sa_column=Column(Text, nullable=False))
+    # An internal note: kept on the ticket for the partner, never emailed to the fleet.
+    internal: bool = False
     alias_id: int | None = Field(default=None, foreign_key="alias.id")
     # The message exactly as received by SMTP, for the ticket's owner to audit.
     raw_blob_id: str | None = Field(default=None, foreign_key="blob.id")

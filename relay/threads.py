@@ -1,0 +1,43 @@
+"""Threading headers for one side: In-Reply-To/References in the Message-IDs that side knows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from relay.compose import Threading
+from storage.models import Message
+from storage.tickets import FLEET, conversation, message_by_msgid
+
+
+def msgid_for(message: Message, side: str) -> str | None:
+    """The Message-ID `side` knows `message` by, if that side ever saw it."""
+    return message.fleet_msgid if side == FLEET else message.partner_msgid
+
+
+async def threading_for(
+    session: AsyncSession,
+    ticket_id: int,
+    reader: str,
+    *,
+    exclude: int | None,
+    author: str | None = None,
+    cited: Sequence[str] = (),
+) -> Threading:
+    """Headers for a message to `reader` so its mail client threads the conversation.
+
+    `cited` are the IDs the author's own mail referred to (in the author's namespace);
+    the message they point at is answered, else the latest one the reader saw. The
+    other side's IDs never appear: each entry is named by the ID the reader knows.
+    """
+    history = [m for m in await conversation(session, ticket_id) if m.id != exclude]
+    references = [ref for ref in (msgid_for(m, reader) for m in history) if ref]
+    in_reply_to = None
+    if author and cited:
+        answered = await message_by_msgid(session, ticket_id, author, cited)
+        in_reply_to = msgid_for(answered, reader) if answered else None
+    return Threading(
+        in_reply_to=in_reply_to or (references[-1] if references else None),
+        references=references,
+    )
