@@ -39,7 +39,7 @@ from storage.tickets import (
     ticket_attachments,
     ticket_for_partner,
 )
-from storage.trips import trip_by_partner_id, trip_by_uuid
+from storage.trips import trip_by_partner_id, trip_by_uuid, trips_by_id
 from storage.types import utcnow
 
 
@@ -260,13 +260,8 @@ async def list_ticket_history(request: Request) -> Response:
     after = _decode_cursor(params["cursor"]) if params.get("cursor") else None
     async with relay_of(request).sessions() as session:
         page = await list_tickets(session, partner.id, limit=limit, after=after, status=status)
-        trip_ids = {t.trip_id for t in page.tickets}
-        trips = {tid: await session.get(Trip, tid) for tid in trip_ids}
-    tickets = []
-    for ticket in page.tickets:
-        trip = trips[ticket.trip_id]
-        assert trip is not None
-        tickets.append(_public(ticket, trip))
+        trips = await trips_by_id(session, {t.trip_id for t in page.tickets})
+    tickets = [_public(ticket, trips[ticket.trip_id]) for ticket in page.tickets]
     cursor = _encode_cursor(page.next_cursor) if page.next_cursor else None
     return JSONResponse(TicketList(tickets=tickets, next_cursor=cursor).dump())
 

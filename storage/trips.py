@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Trip
@@ -24,6 +25,15 @@ async def trip_by_uuid(session: AsyncSession, partner_id: int, trip_id: str) -> 
     trip = await session.get(Trip, trip_id)
     # Another partner's trip is indistinguishable from a missing one.
     return trip if trip is not None and trip.partner_id == partner_id else None
+
+
+async def trips_by_id(session: AsyncSession, trip_ids: Iterable[str]) -> dict[str, Trip]:
+    """Many trips in one query (a page of tickets must not cost a query per ticket)."""
+    ids = list(trip_ids)
+    if not ids:
+        return {}
+    rows = (await session.exec(select(Trip).where(col(Trip.id).in_(ids)))).all()
+    return {trip.id: trip for trip in rows}
 
 
 async def upsert_trip(
