@@ -19,6 +19,7 @@ from relay.config import Role, Settings
 from relay.runtime import Relay
 from storage import accounts
 from storage.db import transaction
+from storage.models import Partner
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,8 +143,6 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                     ]
                 )
             elif args.action == "issue":
-                from storage.models import Partner
-
                 if await session.get(Partner, args.partner) is None:
                     print(f"error: no partner {args.partner}", file=sys.stderr)
                     return 1

@@ -28,6 +28,7 @@ from api.schemas import (
 )
 from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
+from relay.headers import header_text
 from relay.tickets import NewMessage, NewTicket, TicketChanges
 from storage.db import transaction
 from storage.models import Fleet, Partner, Ticket, Trip
@@ -94,8 +95,6 @@ async def upload_attachment(request: Request) -> Response:
 
 
 def _safe_filename(name: str) -> str:
-    from relay.headers import header_text
-
     name = header_text(name, 200).replace("\\", "/").rsplit("/", 1)[-1].lstrip(".")
     return name or "attachment"
 
