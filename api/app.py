@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api import admin, support, trips
+from api import admin, attachments, support, trips
 from api.auth import relay_of
+from api.limits import body_limits
 from api.problems import EXCEPTION_HANDLERS
 from relay.runtime import Relay
 
@@ -30,7 +31,14 @@ def create_app(relay: Relay) -> Starlette:
         yield {"relay": relay}
 
     return Starlette(
-        routes=[Route("/healthz", health), *admin.routes, *trips.routes, *support.routes],
+        routes=[
+            Route("/healthz", health),
+            *admin.routes,
+            *trips.routes,
+            *support.routes,
+            *attachments.routes,
+        ],
+        middleware=[body_limits(relay.settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     max_recipients: int = 20
     max_attachment_size: int = 10 * 1024 * 1024
     max_attachments: int = 10
+    # Request bodies other than uploads (JSON); uploads take max_attachment_size plus framing.
+    max_request_body: int = 1024 * 1024
     max_subject_length: int = 500
     max_comment_length: int = 20_000
     upload_token_ttl: int = 24 * 3600
