@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # aiosmtpd logs every connection at INFO; keep its warnings, not its chatter.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
