@@ -11,7 +11,7 @@ from relay.compose import FilePart
 from relay.errors import Conflict, InvalidInput, NotFound
 from relay.lifecycle import CLOSED, check_transition
 from relay.masking import mask_addresses
-from relay.outgoing import Mailer, load_bundle
+from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.threads import threading_for
 from storage.db import SessionFactory, transaction
 from storage.models import Attachment, Message, Partner, Ticket, Trip
@@ -77,10 +77,7 @@ class TicketService:
         if not contact:
             raise InvalidInput({"contactEmail": "No contact address is configured; send one."})
         async with transaction(self.sessions) as session:
-            uploads = await claimable_uploads(session, partner.id, new.attachment_tokens)
-            missing = [t for t in new.attachment_tokens if t not in uploads]
-            if missing:
-                raise NotFound("resource token")
+            uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
             ticket = Ticket(
                 partner_id=partner.id,
                 trip_id=trip.id,
@@ -95,41 +92,19 @@ class TicketService:
             assert ticket.id is not None
             await add_aliases(session, ticket.id)
             bundle = await load_bundle(session, ticket)
-            fleet_msgid = self.mailer.new_message_id()
-            comment = mask_addresses(
-                new.comment, bundle.real_addresses(), self.mailer.address_of(bundle, FLEET)
+            message, files = await self._partner_message(
+                session, bundle, new.comment, uploads, new.attachment_tokens, internal=False
             )
-            message = Message(
-                ticket_id=ticket.id,
-                author_side=PARTNER,
-                via="api",
-                author_name=partner.name,
-                body=comment,
-                fleet_msgid=fleet_msgid,
-            )
-            session.add(message)
-            await session.flush()
-            assert message.id is not None
-            files: list[FilePart] = []
-            for token in new.attachment_tokens:
-                upload = uploads[token]
-                claim_upload(session, upload, ticket.id, message.id)
-                files.append(
-                    FilePart(
-                        upload.filename,
-                        upload.content_type,
-                        await blob_data(session, upload.blob_id),
-                    )
-                )
+            assert message.fleet_msgid is not None
             await self.mailer.queue(
                 session,
                 bundle,
                 event="ticket_opened",
                 to_side=FLEET,
                 message=message,
-                message_id=fleet_msgid,
+                message_id=message.fleet_msgid,
                 files=files,
-                comment=comment,
+                comment=message.body,
                 attachments=files,
             )
             record_event(session, ticket.id, "ticket.created", "partner", via="api")
@@ -145,31 +120,16 @@ class TicketService:
                 raise NotFound("ticket")
             if ticket.status == CLOSED and not new.internal:
                 raise Conflict("Ticket is closed; reopen it first (status open).")
-            uploads = await claimable_uploads(session, partner.id, new.attachment_tokens)
-            if any(t not in uploads for t in new.attachment_tokens):
-                raise NotFound("resource token")
+            uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
             bundle = await load_bundle(session, ticket)
-            fleet_msgid = None if new.internal else self.mailer.new_message_id()
-            comment = mask_addresses(
-                new.comment, bundle.real_addresses(), self.mailer.address_of(bundle, FLEET)
+            message, files = await self._partner_message(
+                session, bundle, new.comment, uploads, new.attachment_tokens, internal=new.internal
             )
-            message = Message(
-                ticket_id=ticket_id,
-                author_side=PARTNER,
-                via="api",
-                author_name=partner.name,
-                body=comment,
-                internal=new.internal,
-                fleet_msgid=fleet_msgid,
-            )
-            session.add(message)
-            await session.flush()
             assert message.id is not None
-            files = await _claim_all(session, uploads, new.attachment_tokens, ticket_id, message.id)
             kind = "note.added" if new.internal else "message.added"
             record_event(session, ticket_id, kind, "partner", via="api", messageId=message.id)
             touch(session, ticket)
-            if fleet_msgid is not None:
+            if message.fleet_msgid is not None:
                 threading = await threading_for(session, ticket_id, FLEET, exclude=message.id)
                 await self.mailer.queue(
                     session,
@@ -177,15 +137,46 @@ class TicketService:
                     event="reply",
                     to_side=FLEET,
                     message=message,
-                    message_id=fleet_msgid,
+                    message_id=message.fleet_msgid,
                     threading=threading,
                     files=files,
-                    body=comment,
+                    body=message.body,
                     author_name=partner.name,
                 )
         if not new.internal:
             self.notify()
         return message.id
+
+    async def _partner_message(
+        self,
+        session: AsyncSession,
+        bundle: TicketBundle,
+        comment: str,
+        uploads: dict[str, Attachment],
+        tokens: Sequence[str],
+        *,
+        internal: bool,
+    ) -> tuple[Message, list[FilePart]]:
+        """Store a partner's API message with its uploads; the body is masked for the fleet."""
+        ticket_id = bundle.ticket.id
+        assert ticket_id is not None
+        message = Message(
+            ticket_id=ticket_id,
+            author_side=PARTNER,
+            via="api",
+            author_name=bundle.partner.name,
+            body=mask_addresses(
+                comment, bundle.real_addresses(), self.mailer.address_of(bundle, FLEET)
+            ),
+            internal=internal,
+            # A note never leaves the relay, so the fleet never knows it by any ID.
+            fleet_msgid=None if internal else self.mailer.new_message_id(),
+        )
+        session.add(message)
+        await session.flush()
+        assert message.id is not None
+        files = await _claim_all(session, uploads, tokens, ticket_id, message.id)
+        return message, files
 
     async def update_ticket(self, partner: Partner, ticket_id: int, changes: TicketChanges) -> None:
         """Apply status/priority/category changes, each recorded as an event with who and when."""
@@ -256,6 +247,16 @@ class TicketService:
             threading=threading,
             change=change,
         )
+
+
+async def _uploads_or_404(
+    session: AsyncSession, partner_id: int, tokens: Sequence[str]
+) -> dict[str, Attachment]:
+    """Every token must be this partner's, unused and unexpired; any other is a 404."""
+    uploads = await claimable_uploads(session, partner_id, tokens)
+    if any(token not in uploads for token in tokens):
+        raise NotFound("resource token")
+    return uploads
 
 
 async def _claim_all(
