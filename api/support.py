@@ -29,6 +29,7 @@ from api.schemas import (
 from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
 from relay.headers import header_text
+from relay.lifecycle import STATUSES
 from relay.tickets import NewMessage, NewTicket, TicketChanges
 from storage.db import transaction
 from storage.models import Fleet, Partner, Ticket, Trip
@@ -99,8 +100,13 @@ def _safe_filename(name: str) -> str:
     return name or "attachment"
 
 
-def _check_text_limits(settings: Settings, comment: str, attachments: list[str]) -> None:
+def _check_text_limits(
+    settings: Settings, comment: str, attachments: list[str], subject: str | None = None
+) -> None:
     """The limits an operator configures (pydantic's are fixed at import time)."""
+    if subject is not None and len(subject) > settings.max_subject_length:
+        limit = settings.max_subject_length
+        raise InvalidInput({"subject": f"Ensure this field has no more than {limit} characters."})
     if len(comment) > settings.max_comment_length:
         limit = settings.max_comment_length
         raise InvalidInput({"comment": f"Ensure this field has no more than {limit} characters."})
@@ -114,7 +120,7 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
         raise NotFound("trip")
     relay = relay_of(request)
     body = await read_json(request, TicketCreate)
-    _check_text_limits(relay.settings, body.comment, body.attachments)
+    _check_text_limits(relay.settings, body.comment, body.attachments, body.subject)
     ticket_id = await relay.tickets.open_ticket(
         partner,
         trip,
@@ -254,7 +260,7 @@ async def list_ticket_history(request: Request) -> Response:
     if not 1 <= limit <= 200:
         raise InvalidInput({"limit": "Must be a whole number from 1 to 200."})
     status = params.get("status")
-    if status is not None and status not in ("open", "processing", "closed"):
+    if status is not None and status not in STATUSES:
         raise InvalidInput({"status": "Must be one of: open, processing, closed."})
     after = _decode_cursor(params["cursor"]) if params.get("cursor") else None
     async with relay_of(request).sessions() as session:

@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     max_attachments: int = 10
     # Request bodies other than uploads (JSON); uploads take max_attachment_size plus framing.
     max_request_body: int = 1024 * 1024
-    max_subject_length: int = 500
+    # Can only tighten the 500 the ticket.subject column holds.
+    max_subject_length: int = Field(default=500, ge=1, le=500)
     max_comment_length: int = 20_000
     upload_token_ttl: int = 24 * 3600
     # Mail to a closed ticket reopens it within this many seconds of closing; later it is refused.

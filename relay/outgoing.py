@@ -15,7 +15,7 @@ from relay.config import Settings
 from relay.rendering import Renderer
 from storage import outbox
 from storage.models import Alias, Fleet, Message, OutboxItem, Partner, Ticket, Trip
-from storage.tickets import FLEET, PARTNER, aliases_of, other_side
+from storage.tickets import FLEET, aliases_of, other_side
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,3 @@ class Mailer:
             raw=mail.as_bytes(policy=policy.SMTP),
             lifetime=timedelta(seconds=self.settings.delivery_lifetime),
         )
-
-
-__all__ = ["FLEET", "PARTNER", "Mailer", "TicketBundle", "load_bundle"]

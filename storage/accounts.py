@@ -89,8 +89,3 @@ async def list_partners(session: AsyncSession) -> list[Partner]:
 
 async def list_fleets(session: AsyncSession) -> list[Fleet]:
     return list((await session.exec(select(Fleet).order_by(col(Fleet.id)))).all())
-
-
-async def list_keys(session: AsyncSession, partner_id: int) -> list[ApiKey]:
-    query = select(ApiKey).where(ApiKey.partner_id == partner_id).order_by(col(ApiKey.id))
-    return list((await session.exec(query)).all())

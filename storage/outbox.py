@@ -86,12 +86,6 @@ async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list
     return list((await session.exec(claimed.execution_options(populate_existing=True))).all())
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
-    query = select(OutboxItem.next_attempt_at).where(OutboxItem.status == PENDING)
-    query = query.order_by(col(OutboxItem.next_attempt_at)).limit(1)
-    return (await session.exec(query)).first()
-
-
 async def mark(
     session: AsyncSession,
     item_id: int,

@@ -648,3 +648,21 @@ async def test_listing_shows_only_own_tickets(live: LiveRelay) -> None:
     theirs = (await live.open_ticket(other, "OT-1"))["id"]
     assert [t["id"] for t in await list_all(live, acc)] == mine[::-1]
     assert [t["id"] for t in await list_all(live, other)] == [theirs]
+
+
+async def test_operator_can_tighten_the_subject_limit(database: Database) -> None:
+    async with live_relay(database.url, database.schema, max_subject_length=20) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc)
+        response = await live.http.post(
+            "/v1/support/demand/trips/BK-1/tickets",
+            headers=acc.auth,
+            json={"subject": "x" * 21, "comment": "too long a subject"},
+        )
+        assert response.status_code == 422
+        [param] = response.json()["invalidParams"]
+        assert param == {
+            "name": "subject",
+            "reason": "Ensure this field has no more than 20 characters.",
+        }
+        assert (await live.open_ticket(acc, subject="x" * 20))["subject"] == "x" * 20
