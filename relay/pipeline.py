@@ -43,14 +43,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class IncomingMail:
+    """One SMTP transaction's message, shared by its aliases: parsed once, stored once."""
+
+    raw: bytes
+    mail_from: str
+    parsed: ParsedMessage
+    raw_blob_id: str | None = None
+    part_blob_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
 class InboundContext:
     """What one recipient alias of one inbound message has accumulated so far."""
 
     session: AsyncSession
-    raw: bytes
-    mail_from: str
+    mail: IncomingMail
     local_part: str
-    parsed: ParsedMessage
     alias: Alias | None = None
     bundle: TicketBundle | None = None
     sender: str | None = None
@@ -119,9 +128,10 @@ class InboundPipeline:
         self, raw: bytes, mail_from: str, local_parts: Sequence[str], parsed: ParsedMessage
     ) -> list[InboundContext]:
         contexts: list[InboundContext] = []
+        mail = IncomingMail(raw, mail_from, parsed)
         async with transaction(self.sessions) as session:
             for local_part in dict.fromkeys(local_parts):
-                ctx = InboundContext(session, raw, mail_from, local_part, parsed)
+                ctx = InboundContext(session, mail, local_part)
                 for step in self.steps:
                     await step(ctx)
                     if ctx.done:
@@ -138,9 +148,9 @@ class InboundPipeline:
         ctx.bundle = await load_bundle(ctx.session, ticket)
 
     async def authorize(self, ctx: InboundContext) -> None:
-        if not ctx.parsed.from_header:
+        if not ctx.mail.parsed.from_header:
             raise SenderNotAllowed("550 5.7.1 A From header with one address is required")
-        sender = parse_single_sender(ctx.parsed.from_header)
+        sender = parse_single_sender(ctx.mail.parsed.from_header)
         if sender is None:
             raise SenderNotAllowed("550 5.7.1 The From header must name exactly one valid address")
         assert ctx.bundle is not None
@@ -156,7 +166,7 @@ class InboundPipeline:
     async def deduplicate(self, ctx: InboundContext) -> None:
         # Message-ID alone is forgeable; with the body's digest a copied ID suppresses
         # nothing but a byte-identical resend of the same message.
-        basis = f"{ctx.parsed.message_id or ''}\0{ctx.parsed.body_digest}"
+        basis = f"{ctx.mail.parsed.message_id or ''}\0{ctx.mail.parsed.body_digest}"
         ctx.dedup_key = hashlib.sha256(basis.encode()).hexdigest()
         assert ctx.alias is not None and ctx.alias.id is not None
         if await duplicate_exists(ctx.session, ctx.alias.id, ctx.dedup_key):
@@ -188,10 +198,15 @@ class InboundPipeline:
         assert ticket.id is not None
         reader = other_side(ctx.side)
         reader_alias = self.mailer.address_of(ctx.bundle, reader)
-        addresses = [*ctx.bundle.real_addresses(), ctx.sender or "", ctx.mail_from]
-        body = mask_addresses(ctx.parsed.text, addresses, reader_alias)
-        raw_blob = await store_blob(ctx.session, ctx.raw)
-        author_id = ctx.parsed.message_id or self.mailer.new_message_id()
+        addresses = [*ctx.bundle.real_addresses(), ctx.sender or "", ctx.mail.mail_from]
+        body = mask_addresses(ctx.mail.parsed.text, addresses, reader_alias)
+        mail = ctx.mail
+        if mail.raw_blob_id is None:
+            # Several aliases of one transaction share the bytes: store them once.
+            mail.raw_blob_id = (await store_blob(ctx.session, mail.raw)).id
+            for part in mail.parsed.attachments:
+                mail.part_blob_ids.append((await store_blob(ctx.session, part.data)).id)
+        author_id = ctx.mail.parsed.message_id or self.mailer.new_message_id()
         reader_id = self.mailer.new_message_id()
         message = Message(
             ticket_id=ticket.id,
@@ -202,28 +217,27 @@ class InboundPipeline:
             body=body,
             alias_id=ctx.alias.id,
             dedup_key=ctx.dedup_key,
-            raw_blob_id=raw_blob.id,
+            raw_blob_id=mail.raw_blob_id,
             fleet_msgid=author_id if ctx.side == FLEET else reader_id,
             partner_msgid=reader_id if ctx.side == FLEET else author_id,
         )
         ctx.session.add(message)
         await ctx.session.flush()
         assert message.id is not None
-        for part in ctx.parsed.attachments:
-            blob = await store_blob(ctx.session, part.data)
+        for part, blob_id in zip(mail.parsed.attachments, mail.part_blob_ids, strict=True):
             ctx.session.add(
                 Attachment(
                     partner_id=ticket.partner_id,
                     ticket_id=ticket.id,
                     message_id=message.id,
-                    blob_id=blob.id,
+                    blob_id=blob_id,
                     filename=part.filename,
                     content_type=part.content_type,
                     size=len(part.data),
                     sha256=hashlib.sha256(part.data).hexdigest(),
                 )
             )
-        ctx.files = list(ctx.parsed.attachments)
+        ctx.files = list(ctx.mail.parsed.attachments)
         ctx.message = message
         touch(ctx.session, ticket)
         record_event(
@@ -240,7 +254,7 @@ class InboundPipeline:
             reader,
             exclude=ctx.message.id,
             author=ctx.side,
-            cited=ctx.parsed.references,
+            cited=ctx.mail.parsed.references,
         )
         reader_msgid = ctx.message.partner_msgid if reader != FLEET else ctx.message.fleet_msgid
         assert reader_msgid is not None

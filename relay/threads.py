@@ -8,7 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.compose import Threading
 from storage.models import Message
-from storage.tickets import FLEET, conversation, message_by_msgid
+from storage.tickets import FLEET, message_by_msgid, thread_ids
 
 
 def msgid_for(message: Message, side: str) -> str | None:
@@ -31,8 +31,11 @@ async def threading_for(
     the message they point at is answered, else the latest one the reader saw. The
     other side's IDs never appear: each entry is named by the ID the reader knows.
     """
-    history = [m for m in await conversation(session, ticket_id) if m.id != exclude]
-    references = [ref for ref in (msgid_for(m, reader) for m in history) if ref]
+    references: list[str] = []
+    for message_id, fleet_msgid, partner_msgid in await thread_ids(session, ticket_id):
+        known = fleet_msgid if reader == FLEET else partner_msgid
+        if message_id != exclude and known:
+            references.append(known)
     in_reply_to = None
     if author and cited:
         answered = await message_by_msgid(session, ticket_id, author, cited)

@@ -109,6 +109,18 @@ async def conversation(session: AsyncSession, ticket_id: int) -> list[Message]:
     return list((await session.exec(query)).all())
 
 
+async def thread_ids(
+    session: AsyncSession, ticket_id: int
+) -> list[tuple[int, str | None, str | None]]:
+    """(id, fleet_msgid, partner_msgid) of each message in order: threading needs no bodies."""
+    query = (
+        select(Message.id, Message.fleet_msgid, Message.partner_msgid)
+        .where(Message.ticket_id == ticket_id)
+        .order_by(col(Message.created_at), col(Message.id))
+    )
+    return [(int(i or 0), f, p) for i, f, p in (await session.exec(query)).all()]
+
+
 async def ticket_attachments(session: AsyncSession, ticket_id: int) -> list[Attachment]:
     query = (
         select(Attachment)

@@ -174,3 +174,25 @@ async def test_too_many_recipients(database: object) -> None:
             with pytest.raises(aiosmtplib.SMTPRecipientRefused) as err:
                 await client.rcpt(alias)
             assert err.value.code == 452 and err.value.message.startswith("4.5.3")
+
+
+async def test_one_transaction_to_two_tickets_files_on_each_and_stores_bytes_once(
+    live: LiveRelay,
+) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    first = await live.open_ticket(acc, subject="first")
+    second = await live.open_ticket(acc, subject="second")
+    mails = await live.sink.handler.wait_for(FLEET_INBOX, count=2)
+    aliases = [m.message["Reply-To"].addresses[0].addr_spec for m in mails]
+    answer = reply_mail(FLEET_INBOX, ", ".join(aliases), "Both handled.")
+    answer.add_attachment(b"log", maintype="text", subtype="plain", filename="log.txt")
+    assert (await live.send(answer, aliases)).startswith("2.0.0")
+    await live.sink.handler.wait_for(PARTNER_INBOX, count=2)
+    for ticket_id in (first["id"], second["id"]):
+        detail = await live.ticket(acc, ticket_id)
+        assert [m["body"] for m in detail["conversation"]][-1] == "Both handled."
+        assert [a["filename"] for a in detail["attachments"]] == ["log.txt"]
+    async with live.relay.sessions() as session:
+        raw_blobs = set((await session.exec(select(Message.raw_blob_id))).all()) - {None}
+    assert len(raw_blobs) == 1
