@@ -7,6 +7,7 @@ OS's exceptions are translated here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -17,6 +18,8 @@ import aiosmtplib
 
 from relay.config import MaildirOutbound, SMTPOutbound
 from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
+
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -33,8 +36,10 @@ def _classify(exc: Exception) -> TemporaryDeliveryError | PermanentDeliveryError
         if 500 <= exc.code < 600:
             return PermanentDeliveryError(text, exc.code)
         return TemporaryDeliveryError(text, exc.code)
-    # Refused connections, timeouts, drops: the next attempt may well succeed.
-    return TemporaryDeliveryError(f"{type(exc).__name__}: {exc}".strip(": "))
+    # Refused connections, timeouts, drops: the next attempt may well succeed. The text
+    # reaches partners as a ticket event, so it names the kind of failure, not our hosts.
+    log.warning("smarthost unreachable: %s", exc)
+    return TemporaryDeliveryError(f"smarthost unreachable ({type(exc).__name__})")
 
 
 class SMTPTransport:
