@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from api import admin, attachments, support, trips
+from api import admin, attachments, catalog, orders, support, trips, uploads
 from api.auth import relay_of
 from api.limits import body_limits
 from api.problems import EXCEPTION_HANDLERS
@@ -36,6 +36,9 @@ def create_app(relay: Relay) -> Starlette:
             *admin.routes,
             *trips.routes,
             *support.routes,
+            *uploads.routes,
+            *orders.routes,
+            *catalog.routes,
             *attachments.routes,
         ],
         middleware=[body_limits(relay.settings)],

@@ -30,6 +30,13 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise InvalidInput(field_errors(exc)) from None
 
 
+async def read_optional_json(request: Request, model: type[M]) -> M:
+    """A body that may be left out entirely: no body means every field's default."""
+    if not await request.body():
+        return model.model_validate({})
+    return await read_json(request, model)
+
+
 def int_param(request: Request, name: str, what: str) -> int:
     raw = request.path_params[name]
     try:

@@ -36,6 +36,7 @@ def problem(
     *,
     invalid_params: list[dict[str, str]] | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, object] | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -46,6 +47,7 @@ def problem(
         body["detail"] = detail
     if invalid_params is not None:
         body["invalidParams"] = invalid_params
+    body.update(extensions or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -79,7 +81,8 @@ async def on_not_found(request: Request, exc: Exception) -> Response:
 
 
 async def on_conflict(request: Request, exc: Exception) -> Response:
-    return problem(409, str(exc))
+    assert isinstance(exc, Conflict)
+    return problem(409, str(exc), extensions=exc.extensions)
 
 
 async def on_invalid(request: Request, exc: Exception) -> Response:

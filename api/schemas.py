@@ -5,13 +5,36 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+import phonenumbers
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from relay.addresses import normalize_email, validate_sender_entry
 
 Priority = Literal["low", "medium", "high", "urgent"]
+Status = Literal["open", "processing", "closed"]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# A database id: a JSON integer in range, never true/1.0/"1".
+RowId = Annotated[int, Field(gt=0, lt=2**63, strict=True)]
+TagIds = Annotated[list[RowId], Field(max_length=50)]
+
+
+def _phone(value: str) -> str:
+    """International format only: a support agent in another country must be able to dial it."""
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("Enter the number in international format, e.g. +4930123456.") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("This is not a possible phone number.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=40),
+    AfterValidator(_phone),
+]
 
 
 def _email(value: str) -> str:
@@ -85,7 +108,7 @@ class KeyIssued(PublicModel):
 
 
 class TripUpsert(WireModel):
-    fleet_id: Annotated[int, Field(gt=0, lt=2**63, strict=True)]  # a database id: no true/1.0
+    fleet_id: RowId
     pickup: Annotated[Text, Field(max_length=500)]
     dropoff: Annotated[Text, Field(max_length=500)]
     scheduled_at: datetime
@@ -115,14 +138,20 @@ class TicketCreate(WireModel):
     attachments: Annotated[
         list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=50)
     ] = []
-    category: Annotated[Text, Field(max_length=100)] | None = None
+    category: RowId | None = None
     priority: Priority = "medium"
+    tags: TagIds = []
+    callback_phone: Phone | None = None
 
 
 class TicketUpdate(WireModel):
-    status: Literal["open", "processing", "closed"] | None = None
+    """Only the fields sent change; `category: null` removes the category, `tags` replaces
+    the whole set (`[]` removes every tag)."""
+
+    status: Status | None = None
     priority: Priority | None = None
-    category: Annotated[Text, Field(max_length=100)] | None = None
+    category: RowId | None = None
+    tags: TagIds | None = None
 
 
 class MessageCreate(WireModel):
@@ -138,10 +167,13 @@ class TicketPublic(PublicModel):
     trip_id: str
     partner_trip_id: str
     subject: str
-    status: str
-    category: str | None
-    priority: str
+    status: Status
+    category: int | None
+    category_title: str | None
+    priority: Priority
+    tags: list[int]
     contact_email: str
+    callback_phone: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -192,3 +224,101 @@ class UploadResult(PublicModel):
     content_type: str
     size: int
     expires_at: datetime
+
+
+SortKey = Literal["created", "-created", "updated", "-updated"]
+
+
+class TicketQuery(WireModel):
+    """Query parameters of the ticket history. Several `tag` parameters: tickets with all."""
+
+    status: Status | None = None
+    category: Annotated[int, Field(gt=0, lt=2**63)] | None = None
+    priority: Priority | None = None
+    tag: Annotated[list[Annotated[int, Field(gt=0, lt=2**63)]], Field(max_length=10)] = []
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    trip_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] | None = None
+    partner_trip_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    updated_after: AwareDatetime | None = None
+    updated_before: AwareDatetime | None = None
+    sort: SortKey = "-created"
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class CategoryCreate(WireModel):
+    name: Annotated[Text, Field(max_length=100)]
+    description: Annotated[Text, Field(max_length=1000)] | None = None
+    parent_id: RowId | None = None
+
+
+class CategoryUpdate(WireModel):
+    name: Annotated[Text, Field(max_length=100)] | None = None
+    description: Annotated[Text, Field(max_length=1000)] | None = None
+
+
+class CategoryPublic(PublicModel):
+    id: int
+    name: str
+    description: str | None
+    parent_id: int | None
+    subcategories: list[CategoryPublic] = []
+
+
+class CategoryList(PublicModel):
+    categories: list[CategoryPublic]
+
+
+class TagCreate(WireModel):
+    name: Annotated[Text, Field(max_length=100)]
+    keyword: Annotated[
+        str,
+        StringConstraints(
+            strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+        ),
+    ]
+
+
+class TagPublic(PublicModel):
+    id: int
+    name: str
+    keyword: str
+
+
+class TagList(PublicModel):
+    tags: list[TagPublic]
+
+
+class OrderSessionCreate(WireModel):
+    """Opening a session needs nothing; a subject and comment make the fleet's email clearer."""
+
+    callback_phone: Phone | None = None
+    subject: Annotated[Text, Field(max_length=500)] | None = None
+    comment: Text | None = None
+
+
+class OrderSessionUpdate(WireModel):
+    callback_phone: Phone | None
+
+
+class AgentUpdate(WireModel):
+    name: Annotated[Text, Field(max_length=200)]
+    phone: Phone | None = None
+
+
+class AgentPublic(PublicModel):
+    name: str
+    phone: str | None
+    # "fleet": taken from the fleet's latest reply; "partner": set through the API.
+    source: Literal["fleet", "partner"]
+    updated_at: datetime | None
+
+
+class OrderSession(PublicModel):
+    order_id: str
+    callback_phone: str | None
+    status: Status
+    ticket_id: int
+    agent: AgentPublic | None

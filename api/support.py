@@ -4,100 +4,40 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime, timedelta
+import hashlib
+import json
+from datetime import UTC, datetime
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from api.auth import current_partner, relay_of
 from api.bodies import int_param, read_json, str_param
+from api.idempotency import Idempotency, idempotency_of, once
+from api.problems import field_errors
 from api.schemas import (
-    AttachmentPublic,
-    EventPublic,
     MessageCreate,
-    MessagePublic,
     TicketCreate,
-    TicketDetail,
     TicketList,
-    TicketPublic,
+    TicketQuery,
     TicketUpdate,
-    UploadResult,
 )
+from api.views import ticket_detail, ticket_summaries
 from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
-from relay.headers import header_text
-from relay.lifecycle import STATUSES
 from relay.tickets import NewMessage, NewTicket, TicketChanges
-from storage.db import transaction
-from storage.models import Fleet, Partner, Ticket, Trip
-from storage.tickets import (
-    add_upload,
-    conversation,
-    events_of,
-    list_tickets,
-    ticket_attachments,
-    ticket_for_partner,
-)
-from storage.trips import trip_by_partner_id, trip_by_uuid, trips_by_id
-from storage.types import utcnow
+from storage.catalog import category_family
+from storage.history import TicketFilter, search_tickets
+from storage.models import Partner, Trip
+from storage.trips import trip_by_partner_id, trip_by_uuid
 
 
-def _human_size(size: int) -> str:
-    """2MiB, 512KiB, 100B: the unit in which the limit reads as a whole number if possible."""
-    for unit, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= factor:
-            value = size / factor
-            return f"{value:.0f}{unit}" if value.is_integer() else f"{value:.1f}{unit}"
-    return f"{size}B"
-
-
-async def upload_attachment(request: Request) -> Response:
-    partner = await current_partner(request)
-    assert partner.id is not None
-    settings = relay_of(request).settings
-    limit = settings.max_attachment_size
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > limit + 64 * 1024:  # refuse before reading: multipart adds a little framing
-        raise InvalidInput({"file": f"File is too big. Max filesize: {_human_size(limit)}."})
-    if "multipart/form-data" not in request.headers.get("content-type", ""):
-        raise HTTPException(415, "Send the file as multipart/form-data in a field named 'file'.")
-    async with request.form(max_files=1, max_fields=5) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput({"file": "This field is required."})
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise InvalidInput({"file": f"File is too big. Max filesize: {_human_size(limit)}."})
-        if not data:
-            raise InvalidInput({"file": "The file is empty."})
-        filename = _safe_filename(upload.filename or "attachment")
-        content_type = upload.content_type or "application/octet-stream"
-    expires = utcnow() + timedelta(seconds=settings.upload_token_ttl)
-    async with transaction(relay_of(request).sessions) as session:
-        attachment, token = await add_upload(
-            session,
-            partner.id,
-            filename=filename,
-            content_type=content_type,
-            data=data,
-            expires_at=expires,
-        )
-    result = UploadResult(
-        resource_token=token,
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        size=attachment.size,
-        expires_at=expires,
-    )
-    return JSONResponse(result.dump(), status_code=201)
-
-
-def _safe_filename(name: str) -> str:
-    name = header_text(name, 200).replace("\\", "/").rsplit("/", 1)[-1].lstrip(".")
-    return name or "attachment"
+def partner_scope(partner: Partner) -> str:
+    """Whose Idempotency-Keys these are: one partner's keys never meet another's."""
+    return f"partner:{partner.id}"
 
 
 def _check_text_limits(
@@ -121,22 +61,52 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
     relay = relay_of(request)
     body = await read_json(request, TicketCreate)
     _check_text_limits(relay.settings, body.comment, body.attachments, body.subject)
-    ticket_id = await relay.tickets.open_ticket(
-        partner,
-        trip,
-        NewTicket(
-            subject=body.subject,
-            comment=body.comment,
-            contact_email=body.contact_email,
-            attachment_tokens=body.attachments,
-            category=body.category,
-            priority=body.priority,
-        ),
+    new = NewTicket(
+        subject=body.subject,
+        comment=body.comment,
+        contact_email=body.contact_email,
+        attachment_tokens=body.attachments,
+        category_id=body.category,
+        priority=body.priority,
+        tag_ids=body.tags,
+        callback_phone=body.callback_phone,
     )
-    detail = await _detail(request, partner, ticket_id)
-    return JSONResponse(
-        detail.dump(), status_code=201, headers={"Location": f"/v1/support/tickets/{ticket_id}"}
+    idempotency = await idempotency_of(
+        request, partner_scope(partner), relay.settings.idempotency_ttl
     )
+    built: list[Response] = []
+
+    async def respond(session: AsyncSession, ticket_id: int) -> None:
+        location = f"/v1/support/tickets/{ticket_id}"
+        built.append(await created(session, partner, ticket_id, location, idempotency))
+
+    async def create() -> Response:
+        await relay.tickets.open_ticket(partner, trip, new, within=respond)
+        return built[0]
+
+    return await once(idempotency, relay.sessions, create)
+
+
+async def created(
+    session: AsyncSession,
+    partner: Partner,
+    ticket_id: int,
+    location: str,
+    idempotency: Idempotency | None,
+    message_id: int | None = None,
+) -> Response:
+    """The 201 for a new ticket (or one of its messages), built and recorded in the creating
+    transaction: a replay returns these very bytes."""
+    assert partner.id is not None
+    detail = await ticket_detail(session, partner.id, ticket_id)
+    if message_id is None:
+        body = detail.dump()
+    else:
+        [message] = [m for m in detail.conversation if m.id == message_id]
+        body = message.dump()
+    if idempotency is not None:
+        await idempotency.record(session, 201, body, location)
+    return JSONResponse(body, status_code=201, headers={"Location": location})
 
 
 async def create_by_trip_uuid(request: Request) -> Response:
@@ -157,62 +127,34 @@ async def create_by_partner_trip(request: Request) -> Response:
     return await _open(request, partner, trip)
 
 
-def _public(ticket: Ticket, trip: Trip) -> TicketPublic:
-    return TicketPublic(**ticket.model_dump(), partner_trip_id=trip.partner_trip_id)
-
-
-async def _detail(request: Request, partner: Partner, ticket_id: int) -> TicketDetail:
-    assert partner.id is not None
-    async with relay_of(request).sessions() as session:
-        ticket = await ticket_for_partner(session, partner.id, ticket_id)
-        if ticket is None:
-            raise NotFound("ticket")
-        trip = await session.get(Trip, ticket.trip_id)
-        fleet = await session.get(Fleet, ticket.fleet_id)
-        assert trip is not None and fleet is not None
-        messages = await conversation(session, ticket_id)
-        files = await ticket_attachments(session, ticket_id)
-        events = await events_of(session, ticket_id)
-    files_by_message: dict[int, list[str]] = {}
-    for file in files:
-        if file.message_id is not None:
-            files_by_message.setdefault(file.message_id, []).append(file.id)
-    return TicketDetail(
-        **_public(ticket, trip).model_dump(),
-        fleet_name=fleet.name,
-        conversation=[
-            MessagePublic(
-                id=m.id or 0,
-                author="fleet" if m.author_side == "fleet" else "partner",
-                author_name=m.author_name,
-                via=m.via,
-                body=m.body,
-                internal=m.internal,
-                created_at=m.created_at,
-                attachments=files_by_message.get(m.id or 0, []),
-            )
-            for m in messages
-        ],
-        attachments=[AttachmentPublic.model_validate(f) for f in files],
-        events=[EventPublic.model_validate(e) for e in events],
-    )
-
-
 async def get_ticket(request: Request) -> Response:
     partner = await current_partner(request)
+    assert partner.id is not None
     ticket_id = int_param(request, "ticketId", "ticket")
-    return JSONResponse((await _detail(request, partner, ticket_id)).dump())
+    async with relay_of(request).sessions() as session:
+        detail = await ticket_detail(session, partner.id, ticket_id)
+    return JSONResponse(detail.dump())
 
 
 async def update_ticket(request: Request) -> Response:
     partner = await current_partner(request)
+    assert partner.id is not None
     ticket_id = int_param(request, "ticketId", "ticket")
     body = await read_json(request, TicketUpdate)
-    if body.status is None and body.priority is None and body.category is None:
-        raise InvalidInput({"body": "Send at least one of status, priority, category."})
-    changes = TicketChanges(status=body.status, priority=body.priority, category=body.category)
-    await relay_of(request).tickets.update_ticket(partner, ticket_id, changes)
-    return JSONResponse((await _detail(request, partner, ticket_id)).dump())
+    if not body.model_fields_set:
+        raise InvalidInput({"body": "Send at least one of status, priority, category, tags."})
+    changes = TicketChanges(
+        status=body.status,
+        priority=body.priority,
+        category_id=body.category,
+        clear_category="category" in body.model_fields_set and body.category is None,
+        tag_ids=body.tags,
+    )
+    relay = relay_of(request)
+    await relay.tickets.update_ticket(partner, ticket_id, changes)
+    async with relay.sessions() as session:
+        detail = await ticket_detail(session, partner.id, ticket_id)
+    return JSONResponse(detail.dump())
 
 
 async def add_message(request: Request) -> Response:
@@ -224,55 +166,115 @@ async def add_message(request: Request) -> Response:
     new = NewMessage(
         comment=body.comment, attachment_tokens=body.attachments, internal=body.internal
     )
-    message_id = await relay.tickets.add_message(partner, ticket_id, new)
-    detail = await _detail(request, partner, ticket_id)
-    [message] = [m for m in detail.conversation if m.id == message_id]
+    idempotency = await idempotency_of(
+        request, partner_scope(partner), relay.settings.idempotency_ttl
+    )
+    built: list[Response] = []
     location = f"/v1/support/tickets/{ticket_id}"
-    return JSONResponse(message.dump(), status_code=201, headers={"Location": location})
+
+    async def respond(session: AsyncSession, message_id: int) -> None:
+        response = await created(session, partner, ticket_id, location, idempotency, message_id)
+        built.append(response)
+
+    async def create() -> Response:
+        await relay.tickets.add_message(partner, ticket_id, new, within=respond)
+        return built[0]
+
+    return await once(idempotency, relay.sessions, create)
 
 
-def _encode_cursor(cursor: tuple[datetime, int]) -> str:
-    raw = f"{cursor[0].isoformat()}|{cursor[1]}".encode()
+def _query(request: Request) -> TicketQuery:
+    """Query parameters through the same validation as a body: unknown ones are an error."""
+    params = request.query_params
+    data: dict[str, object] = {}
+    errors: dict[str, str] = {}
+    for name in params:
+        values = params.getlist(name)
+        if name == "tag":
+            data[name] = values
+        elif len(values) > 1:
+            errors[name] = "Give this parameter once."
+        else:
+            data[name] = values[0]
+    try:
+        query = TicketQuery.model_validate(data)
+    except ValidationError as exc:
+        errors.update(field_errors(exc))
+        raise InvalidInput(errors) from None
+    if errors:
+        raise InvalidInput(errors)
+    return query
+
+
+def _filters_digest(query: TicketQuery) -> str:
+    """Ties a cursor to the filters and sort it was made for."""
+    fields = query.model_dump(mode="json", exclude={"cursor", "limit"})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _encode_cursor(cursor: tuple[datetime, int], digest: str) -> str:
+    raw = f"{cursor[0].isoformat()}|{cursor[1]}|{digest}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(value: str) -> tuple[datetime, int]:
+def _decode_cursor(value: str, digest: str) -> tuple[datetime, int]:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        stamp, _, ident = raw.partition("|")
+        stamp, ident, made_for = raw.split("|")
         when = datetime.fromisoformat(stamp)
         last_id = int(ident)
         if when.tzinfo is None or not 0 < last_id < 2**63:
             raise ValueError
-        return when.astimezone(UTC), last_id
     except (binascii.Error, ValueError, OverflowError, UnicodeDecodeError):
         raise InvalidInput({"cursor": "Not a cursor this API returned."}) from None
+    if made_for != digest:
+        raise InvalidInput({"cursor": "This cursor belongs to other filters or another sort."})
+    return when.astimezone(UTC), last_id
 
 
 async def list_ticket_history(request: Request) -> Response:
     partner = await current_partner(request)
     assert partner.id is not None
-    params = request.query_params
-    try:
-        limit = int(params.get("limit", "50"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 200:
-        raise InvalidInput({"limit": "Must be a whole number from 1 to 200."})
-    status = params.get("status")
-    if status is not None and status not in STATUSES:
-        raise InvalidInput({"status": "Must be one of: open, processing, closed."})
-    after = _decode_cursor(params["cursor"]) if params.get("cursor") else None
+    query = _query(request)
+    digest = _filters_digest(query)
+    after = _decode_cursor(query.cursor, digest) if query.cursor else None
     async with relay_of(request).sessions() as session:
-        page = await list_tickets(session, partner.id, limit=limit, after=after, status=status)
-        trips = await trips_by_id(session, {t.trip_id for t in page.tickets})
-    tickets = [_public(ticket, trips[ticket.trip_id]) for ticket in page.tickets]
-    cursor = _encode_cursor(page.next_cursor) if page.next_cursor else None
+        filters = await _filters(session, partner.id, query)
+        if filters is None:  # a partner trip id that names no trip: nothing can match
+            return JSONResponse(TicketList(tickets=[], next_cursor=None).dump())
+        page = await search_tickets(
+            session, partner.id, filters, sort=query.sort, limit=query.limit, after=after
+        )
+        tickets = await ticket_summaries(session, page.tickets)
+    cursor = _encode_cursor(page.next_cursor, digest) if page.next_cursor else None
     return JSONResponse(TicketList(tickets=tickets, next_cursor=cursor).dump())
 
 
+async def _filters(
+    session: AsyncSession, partner_id: int, query: TicketQuery
+) -> TicketFilter | None:
+    trip_id = query.trip_id
+    if query.partner_trip_id is not None:
+        trip = await trip_by_partner_id(session, partner_id, query.partner_trip_id)
+        if trip is None or (trip_id is not None and trip.id != trip_id):
+            return None
+        trip_id = trip.id
+    family = await category_family(session, query.category) if query.category else None
+    return TicketFilter(
+        status=query.status,
+        category_ids=family,
+        priority=query.priority,
+        tag_ids=query.tag,
+        subject=query.subject,
+        trip_id=trip_id,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        updated_after=query.updated_after,
+        updated_before=query.updated_before,
+    )
+
+
 routes = [
-    Route("/v1/support/upload-attachment", upload_attachment, methods=["POST"]),
     Route("/v1/support/trips/{tripId}/tickets", create_by_trip_uuid, methods=["POST"]),
     Route(
         "/v1/support/demand/trips/{partnerTripId}/tickets", create_by_partner_trip, methods=["POST"]

@@ -85,6 +85,19 @@ class Settings(BaseSettings):
     max_subject_length: int = Field(default=500, ge=1, le=500)
     max_comment_length: int = 20_000
     upload_token_ttl: int = 24 * 3600
+    # Content types an upload may declare: exact types or `type/*`; `*/*` accepts anything.
+    upload_allowed_types: str = (
+        "image/png,image/jpeg,image/gif,image/webp,image/heic,application/pdf,text/plain,"
+        "text/csv,message/rfc822,application/zip,application/msword,application/vnd.ms-excel,"
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document,"
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet,"
+        "application/vnd.oasis.opendocument.text,application/vnd.oasis.opendocument.spreadsheet"
+    )
+    # Tickets a partner may have open (not closed) at once: on one trip, and in total.
+    max_open_tickets_per_trip: int = Field(default=5, ge=1)
+    max_open_tickets_per_partner: int = Field(default=10_000, ge=1)
+    # How long a POST's Idempotency-Key is remembered (seconds).
+    idempotency_ttl: int = Field(default=24 * 3600, ge=60)
     # Mail to a closed ticket reopens it within this many seconds of closing; later it is refused.
     reopen_window: int = 7 * 24 * 3600
 
@@ -127,6 +140,10 @@ class Settings(BaseSettings):
             return ["api", "smtp", "worker"]
         chosen = {r.strip() for r in self.only.split(",")}
         return [r for r in ("api", "smtp", "worker") if r in chosen]
+
+    @property
+    def allowed_upload_types(self) -> list[str]:
+        return [t.strip().lower() for t in self.upload_allowed_types.split(",") if t.strip()]
 
     @property
     def outbound_target(self) -> SMTPOutbound | MaildirOutbound:

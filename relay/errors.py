@@ -3,6 +3,7 @@
     RelayError
     ├── NotFound                 → HTTP 404 (also: "not yours")
     ├── Conflict                 → HTTP 409
+    │   └── OpenTicketLimit      → HTTP 409, names the limit
     ├── InvalidInput             → HTTP 422 with per-field messages
     ├── InboundRefused           → SMTP 5xx, carries its reply
     │   ├── UnknownAlias         → 550 5.1.1
@@ -31,7 +32,20 @@ class NotFound(RelayError):
 
 
 class Conflict(RelayError):
-    pass
+    """The request is valid but the resource's state forbids it; the text says why."""
+
+    # Extra members for the problem body (RFC 9457 extensions), e.g. the limit that applied.
+    extensions: dict[str, object] = {}
+
+
+class OpenTicketLimit(Conflict):
+    def __init__(self, scope: str, limit: int) -> None:
+        where = "on this trip" if scope == "trip" else "in total"
+        super().__init__(
+            f"Open ticket limit exceeded: you already have {limit} open tickets {where}."
+            " Close one before opening another."
+        )
+        self.extensions = {"limit": limit, "limitScope": scope}
 
 
 class InvalidInput(RelayError):

@@ -1,4 +1,5 @@
-"""Inbound mail in ordered steps: parse, resolve, authorize, dedupe, reopen, store, forward.
+"""Inbound mail in ordered steps: parse, resolve, authorize, dedupe, reopen, store, name the
+agent, forward.
 
 A step stops the flow by raising an `InboundRefused` (the sender gets its 5xx) or by
 marking the context done (a duplicate: acknowledged, nothing stored twice). Every alias
@@ -30,6 +31,7 @@ from storage.db import SessionFactory, transaction
 from storage.models import Alias, Attachment, Message, Ticket
 from storage.tickets import (
     FLEET,
+    PARTNER,
     active_alias,
     duplicate_exists,
     other_side,
@@ -101,6 +103,7 @@ class InboundPipeline:
             self.deduplicate,
             self.reopen_if_closed,
             self.store,
+            self.name_agent,
             self.forward,
         ]
 
@@ -243,6 +246,20 @@ class InboundPipeline:
         record_event(
             ctx.session, ticket.id, "message.received", ctx.side, via="email", messageId=message.id
         )
+
+    async def name_agent(self, ctx: InboundContext) -> None:
+        """The person who last answered for the fleet is the session's agent, unless the
+        partner named one through the API."""
+        name = ctx.mail.parsed.from_name.strip()
+        ticket = ctx.ticket
+        if ctx.side != FLEET or not name or ticket.agent_source == PARTNER:
+            return
+        if ticket.agent_name != name:
+            ticket.agent_name = name[:200]
+            ticket.agent_phone = None
+        ticket.agent_source = FLEET
+        ticket.agent_updated_at = utcnow()
+        ctx.session.add(ticket)
 
     async def forward(self, ctx: InboundContext) -> None:
         assert ctx.bundle is not None and ctx.message is not None

@@ -14,7 +14,7 @@ from relay.inbound import InboundHandler, RelaySMTP
 from relay.outgoing import Mailer
 from relay.pipeline import InboundPipeline
 from relay.rendering import Renderer
-from relay.tickets import TicketService
+from relay.tickets import OpenLimits, TicketService
 from relay.transport import Transport, make_transport
 from relay.wakeup import OutboxListener
 from storage.db import SessionFactory, make_engine, make_sessions
@@ -49,6 +49,10 @@ class Relay:
             self.mailer,
             default_contact_email=settings.default_contact_email,
             notify=self.worker.notify,
+            limits=OpenLimits(
+                per_trip=settings.max_open_tickets_per_trip,
+                per_partner=settings.max_open_tickets_per_partner,
+            ),
         )
         self.pipeline = InboundPipeline(
             self.sessions,

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.compose import FilePart
-from relay.errors import Conflict, InvalidInput, NotFound
+from relay.errors import Conflict, InvalidInput, NotFound, OpenTicketLimit
 from relay.lifecycle import CLOSED, check_transition
 from relay.masking import mask_addresses
 from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.threads import threading_for
+from storage.catalog import set_ticket_tags, tags_of, usable_category, usable_tags
 from storage.db import SessionFactory, transaction
+from storage.history import open_ticket_counts
 from storage.models import Attachment, Message, Partner, Ticket, Trip
 from storage.tickets import (
     FLEET,
@@ -35,8 +39,10 @@ class NewTicket:
     comment: str
     contact_email: str | None
     attachment_tokens: Sequence[str]
-    category: str | None = None
+    category_id: int | None = None
     priority: str = "medium"
+    tag_ids: Sequence[int] = ()
+    callback_phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,26 @@ class NewMessage:
 
 @dataclass(frozen=True)
 class TicketChanges:
+    """What a PATCH asks for; a field left out is None, `clear_category` removes it."""
+
     status: str | None = None
     priority: str | None = None
-    category: str | None = None
+    category_id: int | None = None
+    clear_category: bool = False
+    tag_ids: Sequence[int] | None = None
+
+
+@dataclass(frozen=True)
+class OpenLimits:
+    """How many tickets a partner may have open (not closed) at once, per trip and overall."""
+
+    per_trip: int = 5
+    per_partner: int = 10_000
+
+
+# Called inside the creating transaction with the new row's id, so the caller can write
+# what must commit with it (the idempotency record and the exact response it replays).
+Within = Callable[[AsyncSession, int], Awaitable[None]]
 
 
 class TicketService:
@@ -61,13 +84,17 @@ class TicketService:
         *,
         default_contact_email: str | None,
         notify: Callable[[], None],
+        limits: OpenLimits | None = None,
     ) -> None:
         self.sessions = sessions
         self.mailer = mailer
         self.default_contact_email = default_contact_email
         self.notify = notify
+        self.limits = limits or OpenLimits()
 
-    async def open_ticket(self, partner: Partner, trip: Trip, new: NewTicket) -> int:
+    async def open_ticket(
+        self, partner: Partner, trip: Trip, new: NewTicket, within: Within | None = None
+    ) -> int:
         """Create the ticket, its aliases, first message and the fleet's email; return its id."""
         assert partner.id is not None
         # The request's contact, else the partner's own; the relay-wide default is the last
@@ -77,6 +104,8 @@ class TicketService:
         if not contact:
             raise InvalidInput({"contactEmail": "No contact address is configured; send one."})
         async with transaction(self.sessions) as session:
+            await self._check_open_limits(session, partner, trip.id)
+            await _check_classification(session, new.category_id, new.tag_ids)
             uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
             ticket = Ticket(
                 partner_id=partner.id,
@@ -84,13 +113,15 @@ class TicketService:
                 fleet_id=trip.fleet_id,
                 subject=new.subject,
                 contact_email=contact,
-                category=new.category,
+                category_id=new.category_id,
                 priority=new.priority,
+                callback_phone=new.callback_phone,
             )
             session.add(ticket)
             await session.flush()
             assert ticket.id is not None
             await add_aliases(session, ticket.id)
+            await set_ticket_tags(session, ticket.id, [], new.tag_ids)
             bundle = await load_bundle(session, ticket)
             message, files = await self._partner_message(
                 session, bundle, new.comment, uploads, new.attachment_tokens, internal=False
@@ -108,10 +139,30 @@ class TicketService:
                 attachments=files,
             )
             record_event(session, ticket.id, "ticket.created", "partner", via="api")
+            if within is not None:
+                await within(session, ticket.id)
         self.notify()
         return ticket.id
 
-    async def add_message(self, partner: Partner, ticket_id: int, new: NewMessage) -> int:
+    async def _check_open_limits(
+        self, session: AsyncSession, partner: Partner, trip_id: str
+    ) -> None:
+        """Refuse a ticket that would exceed the open-ticket limits.
+
+        The partner row is locked first (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE
+        already serialises writers), so two concurrent requests cannot both pass the count.
+        """
+        assert partner.id is not None
+        await session.exec(select(Partner.id).where(Partner.id == partner.id).with_for_update())
+        on_trip, overall = await open_ticket_counts(session, partner.id, trip_id)
+        if on_trip >= self.limits.per_trip:
+            raise OpenTicketLimit("trip", self.limits.per_trip)
+        if overall >= self.limits.per_partner:
+            raise OpenTicketLimit("partner", self.limits.per_partner)
+
+    async def add_message(
+        self, partner: Partner, ticket_id: int, new: NewMessage, within: Within | None = None
+    ) -> int:
         """A partner message (emailed to the fleet) or internal note (kept, never sent)."""
         assert partner.id is not None
         async with transaction(self.sessions) as session:
@@ -143,6 +194,8 @@ class TicketService:
                     body=message.body,
                     author_name=partner.name,
                 )
+            if within is not None:
+                await within(session, message.id)
         if not new.internal:
             self.notify()
         return message.id
@@ -179,49 +232,122 @@ class TicketService:
         return message, files
 
     async def update_ticket(self, partner: Partner, ticket_id: int, changes: TicketChanges) -> None:
-        """Apply status/priority/category changes, each recorded as an event with who and when."""
+        """Apply status/priority/category/tag changes, each recorded as an event with who and
+        when; the fleet is emailed when the partner closes or reopens the ticket."""
         assert partner.id is not None
         tell_fleet: str | None = None
         async with transaction(self.sessions) as session:
             ticket = await ticket_for_partner(session, partner.id, ticket_id)
             if ticket is None:
                 raise NotFound("ticket")
+            await _check_classification(session, changes.category_id, changes.tag_ids or ())
             if changes.status is not None:
                 check_transition(ticket.status, changes.status)
-                record_event(
-                    session,
-                    ticket_id,
-                    "ticket.status_changed",
-                    "partner",
-                    **{"from": ticket.status, "to": changes.status},
-                )
-                if changes.status == CLOSED:
-                    tell_fleet = "closed"
-                    ticket.closed_at = utcnow()
-                elif ticket.status == CLOSED:
-                    tell_fleet = "reopened"
-                    ticket.closed_at = None
-                ticket.status = changes.status
-            for field in ("priority", "category"):
-                value = getattr(changes, field)
-                if value is not None and value != getattr(ticket, field):
-                    record_event(
-                        session,
-                        ticket_id,
-                        f"ticket.{field}_changed",
-                        "partner",
-                        **{"from": getattr(ticket, field), "to": value},
-                    )
-                    setattr(ticket, field, value)
+                if ticket.status == CLOSED:  # a reopened ticket counts against the limits again
+                    await self._check_open_limits(session, partner, ticket.trip_id)
+                tell_fleet = self._change_status(session, ticket, changes.status, "partner")
+            if changes.priority is not None:
+                self._change(session, ticket, "priority", changes.priority, "priority")
+            if changes.clear_category or changes.category_id is not None:
+                self._change(session, ticket, "category_id", changes.category_id, "category")
+            if changes.tag_ids is not None:
+                await _retag(session, ticket_id, changes.tag_ids)
             touch(session, ticket)
             if tell_fleet is not None:
-                await self._tell_fleet(session, ticket, partner, tell_fleet)
+                text = f"{partner.name} {tell_fleet} this ticket."
+                await self._tell_fleet(
+                    session, ticket, partner, "status_changed", text, change=tell_fleet
+                )
         if tell_fleet is not None:
             self.notify()
 
-    async def _tell_fleet(
-        self, session: AsyncSession, ticket: Ticket, partner: Partner, change: str
+    async def set_callback_phone(self, partner: Partner, ticket_id: int, phone: str | None) -> None:
+        """Change who the fleet should call back; the fleet is emailed the new number."""
+        assert partner.id is not None
+        async with transaction(self.sessions) as session:
+            ticket = await ticket_for_partner(session, partner.id, ticket_id)
+            if ticket is None:
+                raise NotFound("ticket")
+            if ticket.callback_phone == phone:
+                return
+            self._change(session, ticket, "callback_phone", phone, "callback_phone")
+            touch(session, ticket)
+            if ticket.status != CLOSED:
+                text = (
+                    f"Please call back on {phone}." if phone else "The callback number was removed."
+                )
+                await self._tell_fleet(session, ticket, partner, "callback_changed", text)
+        self.notify()
+
+    async def set_agent(
+        self, partner: Partner, ticket_id: int, name: str | None, phone: str | None
     ) -> None:
+        """Name the fleet-side agent (source "partner": fleet replies no longer overwrite it),
+        or with name None remove it (the fleet's next reply names one again)."""
+        assert partner.id is not None
+        async with transaction(self.sessions) as session:
+            ticket = await ticket_for_partner(session, partner.id, ticket_id)
+            if ticket is None:
+                raise NotFound("ticket")
+            record_event(
+                session,
+                ticket_id,
+                "ticket.agent_changed",
+                "partner",
+                **{"from": ticket.agent_name, "to": name},
+            )
+            ticket.agent_name = name
+            ticket.agent_phone = phone if name else None
+            ticket.agent_source = PARTNER if name else None
+            ticket.agent_updated_at = utcnow()
+            touch(session, ticket)
+
+    @staticmethod
+    def _change_status(
+        session: AsyncSession, ticket: Ticket, status: str, actor: str
+    ) -> str | None:
+        """Set the status and record it; return "closed"/"reopened" when the fleet must hear."""
+        assert ticket.id is not None
+        record_event(
+            session,
+            ticket.id,
+            "ticket.status_changed",
+            actor,
+            **{"from": ticket.status, "to": status},
+        )
+        change = None
+        if status == CLOSED:
+            change = "closed"
+            ticket.closed_at = utcnow()
+        elif ticket.status == CLOSED:
+            change = "reopened"
+            ticket.closed_at = None
+        ticket.status = status
+        return change
+
+    @staticmethod
+    def _change(
+        session: AsyncSession, ticket: Ticket, attr: str, value: object, label: str
+    ) -> None:
+        """Set one plain attribute; an event `ticket.<label>_changed` records a real change."""
+        current = getattr(ticket, attr)
+        if value == current:
+            return
+        assert ticket.id is not None
+        detail = {"from": current, "to": value}
+        record_event(session, ticket.id, f"ticket.{label}_changed", "partner", **detail)
+        setattr(ticket, attr, value)
+
+    async def _tell_fleet(
+        self,
+        session: AsyncSession,
+        ticket: Ticket,
+        partner: Partner,
+        event: str,
+        text: str,
+        **context: Any,
+    ) -> None:
+        """Email the fleet a notice about a change the partner made."""
         assert ticket.id is not None
         bundle = await load_bundle(session, ticket)
         # The notice is a conversation entry too, so the fleet's reply to it threads.
@@ -230,7 +356,7 @@ class TicketService:
             author_side=PARTNER,
             via="api",
             author_name=partner.name,
-            body=f"{partner.name} {change} this ticket.",
+            body=text,
             fleet_msgid=self.mailer.new_message_id(),
         )
         session.add(notice)
@@ -240,12 +366,38 @@ class TicketService:
         await self.mailer.queue(
             session,
             bundle,
-            event="status_changed",
+            event=event,
             to_side=FLEET,
             message=notice,
             message_id=notice.fleet_msgid,
             threading=threading,
-            change=change,
+            **context,
+        )
+
+
+async def _check_classification(
+    session: AsyncSession, category_id: int | None, tag_ids: Sequence[int]
+) -> None:
+    """Category and tags must exist and not be archived; each miss is its own field error."""
+    errors: dict[str, str] = {}
+    if category_id is not None and await usable_category(session, category_id) is None:
+        errors["category"] = f"No category with id {category_id}; see GET /v1/support/categories."
+    known = await usable_tags(session, tag_ids)
+    for index, tag_id in enumerate(tag_ids):
+        if tag_id not in known:
+            errors[f"tags[{index}]"] = f"No tag with id {tag_id}; see GET /v1/support/tags."
+    if errors:
+        raise InvalidInput(errors)
+
+
+async def _retag(session: AsyncSession, ticket_id: int, wanted: Sequence[int]) -> None:
+    current = (await tags_of(session, [ticket_id]))[ticket_id]
+    added = sorted(set(wanted) - set(current))
+    removed = sorted(set(current) - set(wanted))
+    if added or removed:
+        await set_ticket_tags(session, ticket_id, current, wanted)
+        record_event(
+            session, ticket_id, "ticket.tags_changed", "partner", added=added, removed=removed
         )
 
 

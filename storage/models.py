@@ -72,10 +72,40 @@ class Trip(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+class Category(SQLModel, table=True):
+    """A ticket category the operator defines; one level of subcategories under a parent.
+
+    Archived categories stay on the tickets that carry them but cannot be chosen any more.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    description: str | None = Field(default=None, max_length=1000)
+    parent_id: int | None = Field(default=None, foreign_key="category.id", index=True)
+    archived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _ts()
+
+
+class Tag(SQLModel, table=True):
+    """A label the operator defines; partners put any number of them on their tickets."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    keyword: str = Field(max_length=100, unique=True)
+    archived_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _ts()
+
+
 class Ticket(SQLModel, table=True):
     """A support conversation about one trip between one partner and that trip's fleet."""
 
-    __table_args__ = (Index("ix_ticket_partner_created", "partner_id", "created_at", "id"),)
+    # History queries always filter by partner and walk newest first by created or updated
+    # time; the status variant serves the most common filter and the open-ticket count.
+    __table_args__ = (
+        Index("ix_ticket_partner_created", "partner_id", "created_at", "id"),
+        Index("ix_ticket_partner_updated", "partner_id", "updated_at", "id"),
+        Index("ix_ticket_partner_status_created", "partner_id", "status", "created_at", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     partner_id: int = Field(foreign_key="partner.id")
@@ -84,12 +114,30 @@ class Ticket(SQLModel, table=True):
     subject: str = Field(max_length=500)
     contact_email: str = Field(max_length=320)
     status: str = Field(default="open", max_length=20)
-    category: str | None = Field(default=None, max_length=100)
+    category_id: int | None = Field(default=None, foreign_key="category.id", index=True)
     priority: str = Field(default="medium", max_length=20)
+    # The order-keyed session (reference 001): who to call back, and who handles it.
+    callback_phone: str | None = Field(default=None, max_length=40)
+    agent_name: str | None = Field(default=None, max_length=200)
+    agent_phone: str | None = Field(default=None, max_length=40)
+    # "partner" when set through the API (then fleet replies do not overwrite it), "fleet"
+    # when taken from the display name of the fleet's latest reply.
+    agent_source: str | None = Field(default=None, max_length=10)
+    agent_updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     # When the ticket was last closed: mail after the reopen window is refused, not lost.
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TicketTag(SQLModel, table=True):
+    """Which tags a ticket carries. The (tag, ticket) index serves the history tag filter."""
+
+    __tablename__ = "ticket_tag"
+    __table_args__ = (Index("ix_ticket_tag_tag", "tag_id", "ticket_id"),)
+
+    ticket_id: int = Field(foreign_key="ticket.id", primary_key=True)
+    tag_id: int = Field(foreign_key="tag.id", primary_key=True)
 
 
 class Alias(SQLModel, table=True):
@@ -195,3 +243,24 @@ class TicketEvent(SQLModel, table=True):
     actor: str = Field(max_length=50)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The response a POST with an Idempotency-Key gave, written in the creating transaction.
+
+    `owner` scopes keys ("partner:<id>" or "admin"); `fingerprint` is a SHA-256 of the
+    method, path and body, so the same key with another request is told apart.
+    """
+
+    __tablename__ = "idempotency_key"
+    __table_args__ = (UniqueConstraint("owner", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner: str = Field(max_length=40)
+    key: str = Field(max_length=255)
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    location: str | None = Field(default=None, max_length=500)
+    created_at: datetime = _ts()
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)

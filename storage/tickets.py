@@ -6,11 +6,9 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -60,44 +58,6 @@ async def ticket_for_partner(
 ) -> Ticket | None:
     ticket = await session.get(Ticket, ticket_id)
     return ticket if ticket is not None and ticket.partner_id == partner_id else None
-
-
-@dataclass(frozen=True)
-class TicketPage:
-    tickets: list[Ticket]
-    next_cursor: tuple[datetime, int] | None
-
-
-async def list_tickets(
-    session: AsyncSession,
-    partner_id: int,
-    *,
-    limit: int,
-    after: tuple[datetime, int] | None = None,
-    status: str | None = None,
-) -> TicketPage:
-    """Newest first, keyset-paginated on (created_at, id) so pages stay stable as tickets arrive."""
-    query = select(Ticket).where(Ticket.partner_id == partner_id)
-    if status:
-        query = query.where(Ticket.status == status)
-    if after is not None:
-        created, last_id = after
-        query = query.where(
-            or_(
-                col(Ticket.created_at) < created,
-                and_(col(Ticket.created_at) == created, col(Ticket.id) < last_id),
-            )
-        )
-    query = query.order_by(col(Ticket.created_at).desc(), col(Ticket.id).desc()).limit(limit + 1)
-    rows = list((await session.exec(query)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    cursor = None
-    if more and rows:
-        last = rows[-1]
-        assert last.id is not None
-        cursor = (last.created_at, last.id)
-    return TicketPage(tickets=rows, next_cursor=cursor)
 
 
 async def conversation(session: AsyncSession, ticket_id: int) -> list[Message]:

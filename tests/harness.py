@@ -68,6 +68,20 @@ class LiveRelay:
         assert response.status_code == 201, response.text
         return response.json()
 
+    async def add_category(self, name: str, **extra: Any) -> Any:
+        response = await self.http.post(
+            "/v1/admin/categories", headers=self.admin, json={"name": name, **extra}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    async def add_tag(self, name: str, keyword: str) -> Any:
+        response = await self.http.post(
+            "/v1/admin/tags", headers=self.admin, json={"name": name, "keyword": keyword}
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
     async def accounts(
         self, partner_email: str = PARTNER_INBOX, fleet_email: str = FLEET_INBOX
     ) -> Accounts:
@@ -165,6 +179,8 @@ async def live_relay(
         "delivery_backoff_base": 0.2,
         "delivery_backoff_max": 1.0,
         "delivery_poll_interval": 0.2,
+        # Tests open many tickets on one trip; the limit has its own tests.
+        "max_open_tickets_per_trip": 1000,
         **overrides,
     }
     settings = Settings(**values)

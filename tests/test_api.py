@@ -347,13 +347,14 @@ async def test_trip_validation(live: LiveRelay) -> None:
 async def test_open_ticket_by_uuid_and_by_partner_trip_id(live: LiveRelay) -> None:
     acc = await live.accounts()
     trip = await live.put_trip(acc, "BK-5")
+    lost = await live.add_category("Lost item")
     by_uuid = await live.http.post(
         f"/v1/support/trips/{trip['id']}/tickets",
         headers=acc.auth,
         json={
             "subject": "Lost umbrella",
             "comment": "Blue umbrella.",
-            "category": "lost_item",
+            "category": lost["id"],
             "priority": "high",
         },
     )
@@ -362,7 +363,8 @@ async def test_open_ticket_by_uuid_and_by_partner_trip_id(live: LiveRelay) -> No
     assert by_uuid.headers["location"] == f"/v1/support/tickets/{first['id']}"
     assert first["tripId"] == trip["id"] and first["partnerTripId"] == "BK-5"
     assert first["status"] == "open" and first["priority"] == "high"
-    assert first["category"] == "lost_item" and first["contactEmail"] == PARTNER_INBOX
+    assert first["category"] == lost["id"] and first["categoryTitle"] == "Lost item"
+    assert first["contactEmail"] == PARTNER_INBOX and first["tags"] == []
 
     by_partner_trip = await live.http.post(
         "/v1/support/demand/trips/BK-5/tickets",

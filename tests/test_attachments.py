@@ -168,7 +168,13 @@ async def test_an_unclaimed_upload_is_its_owners_only(live: LiveRelay) -> None:
     assert refused == assert_problem(await _download(live, other, str(uuid.uuid4())), 404)
 
 
-async def test_active_content_types_are_served_as_octet_stream(live: LiveRelay) -> None:
+async def test_active_content_types_are_served_as_octet_stream(database: Database) -> None:
+    # Every type accepted on upload here: the same types can arrive attached to an email.
+    async with live_relay(database.url, database.schema, upload_allowed_types="*/*") as live:
+        await _served_types_are_safe(live)
+
+
+async def _served_types_are_safe(live: LiveRelay) -> None:
     acc = await live.accounts()
     await live.put_trip(acc)
     served = {
@@ -183,14 +189,19 @@ async def test_active_content_types_are_served_as_octet_stream(live: LiveRelay) 
         "text/plain": "text/plain",
         "application/pdf": "application/pdf",
     }
-    data = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>"
-    tokens = [await _upload(live, acc, f"f{i}.bin", data, ctype) for i, ctype in enumerate(served)]
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>"
+    # Declared types with a fixed signature must carry it to be accepted at all.
+    magic = {"image/png": b"\x89PNG\r\n\x1a\n", "application/pdf": b"%PDF-"}
+    data = {ctype: magic.get(ctype, b"") + svg for ctype in served}
+    tokens = [
+        await _upload(live, acc, f"f{i}.bin", data[ctype], ctype) for i, ctype in enumerate(served)
+    ]
     ticket = await live.open_ticket(acc, attachments=tokens)
     by_name = _files_by_name(ticket)
-    for i, expected in enumerate(served.values()):
+    for i, (ctype, expected) in enumerate(served.items()):
         response = await _download(live, acc, by_name[f"f{i}.bin"]["id"])
         # Exactly the type, with no charset guessed for text: sniffing is off, so this wins.
-        _assert_safe_download(response, data, expected)
+        _assert_safe_download(response, data[ctype], expected)
         assert response.headers["content-security-policy"] == "default-src 'none'; sandbox"
 
 
@@ -274,8 +285,8 @@ def _multipart(data: bytes, boundary: str = "relay-test-boundary") -> tuple[byte
     body = (
         (
             f"--{boundary}\r\n"
-            'Content-Disposition: form-data; name="file"; filename="big.bin"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
+            'Content-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+            "Content-Type: text/plain\r\n\r\n"
         ).encode()
         + data
         + f"\r\n--{boundary}--\r\n".encode()

@@ -30,7 +30,9 @@ async def _upload(live: LiveRelay, auth: dict[str, str], name: str, data: bytes,
 async def test_full_round_trip_is_masked_both_ways(live: LiveRelay) -> None:
     acc = await live.accounts()
     trip = await live.put_trip(acc, "BK-77", vehicle="Grey Skoda Octavia", driverName="Marc")
-    token = await _upload(live, acc.auth, "photo.png", b"\x89PNG fake image bytes", "image/png")
+    token = await _upload(
+        live, acc.auth, "photo.png", b"\x89PNG\r\n\x1a\n fake image bytes", "image/png"
+    )
     ticket = await live.open_ticket(
         acc,
         "BK-77",
@@ -65,7 +67,7 @@ async def test_full_round_trip_is_masked_both_ways(live: LiveRelay) -> None:
     assert "Jane left her umbrella" in text and fleet_alias in text
     [attachment] = list(msg.iter_attachments())
     assert attachment.get_filename() == "photo.png"
-    assert attachment.get_content() == b"\x89PNG fake image bytes"
+    assert attachment.get_content() == b"\x89PNG\r\n\x1a\n fake image bytes"
 
     # The fleet answers with an ordinary mail client, quoting its own address.
     answer = reply_mail(

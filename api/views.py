@@ -1,0 +1,111 @@
+"""Storage rows → wire shapes, reading through the caller's session (so a response can be
+built inside the transaction that created what it shows)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.schemas import (
+    AgentPublic,
+    AttachmentPublic,
+    EventPublic,
+    MessagePublic,
+    OrderSession,
+    TicketDetail,
+    TicketPublic,
+)
+from relay.errors import NotFound
+from storage.catalog import categories_by_id, tags_of
+from storage.models import Category, Fleet, Ticket, Trip
+from storage.tickets import conversation, events_of, ticket_attachments, ticket_for_partner
+from storage.trips import trips_by_id
+
+
+def _public(
+    ticket: Ticket, trip: Trip, category: Category | None, tag_ids: list[int]
+) -> TicketPublic:
+    return TicketPublic(
+        **ticket.model_dump(exclude={"category_id"}),
+        partner_trip_id=trip.partner_trip_id,
+        category=ticket.category_id,
+        category_title=category.name if category else None,
+        tags=tag_ids,
+    )
+
+
+async def ticket_summaries(session: AsyncSession, tickets: Sequence[Ticket]) -> list[TicketPublic]:
+    """A page of tickets in four queries whatever its length: trips, categories and tags are
+    fetched for the whole page at once."""
+    trips = await trips_by_id(session, {t.trip_id for t in tickets})
+    categories = await categories_by_id(
+        session, {t.category_id for t in tickets if t.category_id is not None}
+    )
+    tags = await tags_of(session, [t.id for t in tickets if t.id is not None])
+    return [
+        _public(
+            t,
+            trips[t.trip_id],
+            categories.get(t.category_id) if t.category_id is not None else None,
+            tags.get(t.id or 0, []),
+        )
+        for t in tickets
+    ]
+
+
+async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) -> TicketDetail:
+    ticket = await ticket_for_partner(session, partner_id, ticket_id)
+    if ticket is None:
+        raise NotFound("ticket")
+    fleet = await session.get(Fleet, ticket.fleet_id)
+    assert fleet is not None
+    [summary] = await ticket_summaries(session, [ticket])
+    messages = await conversation(session, ticket_id)
+    files = await ticket_attachments(session, ticket_id)
+    events = await events_of(session, ticket_id)
+    files_by_message: dict[int, list[str]] = {}
+    for file in files:
+        if file.message_id is not None:
+            files_by_message.setdefault(file.message_id, []).append(file.id)
+    return TicketDetail(
+        **summary.model_dump(),
+        fleet_name=fleet.name,
+        conversation=[
+            MessagePublic(
+                id=m.id or 0,
+                author="fleet" if m.author_side == "fleet" else "partner",
+                author_name=m.author_name,
+                via=m.via,
+                body=m.body,
+                internal=m.internal,
+                created_at=m.created_at,
+                attachments=files_by_message.get(m.id or 0, []),
+            )
+            for m in messages
+        ],
+        attachments=[AttachmentPublic.model_validate(f) for f in files],
+        events=[EventPublic.model_validate(e) for e in events],
+    )
+
+
+def agent_of(ticket: Ticket) -> AgentPublic | None:
+    if not ticket.agent_name or ticket.agent_source not in ("fleet", "partner"):
+        return None
+    return AgentPublic(
+        name=ticket.agent_name,
+        phone=ticket.agent_phone,
+        source="fleet" if ticket.agent_source == "fleet" else "partner",
+        updated_at=ticket.agent_updated_at,
+    )
+
+
+def order_session(order_id: str, ticket: Ticket) -> OrderSession:
+    assert ticket.id is not None
+    return OrderSession(
+        order_id=order_id,
+        callback_phone=ticket.callback_phone,
+        status=ticket.status,
+        ticket_id=ticket.id,
+        agent=agent_of(ticket),
+    )

@@ -1,0 +1,122 @@
+"""A partner's ticket history: filtered, sorted and keyset-paginated on indexed columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import and_, exists, func, or_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.models import Ticket, TicketTag
+
+SortKey = Literal["created", "-created", "updated", "-updated"]
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    status: str | None = None
+    category_ids: Sequence[int] | None = None
+    priority: str | None = None
+    tag_ids: Sequence[int] = ()
+    subject: str | None = None
+    trip_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TicketPage:
+    tickets: list[Ticket]
+    # (sort column value, id) of the last ticket, when there is a next page.
+    next_cursor: tuple[datetime, int] | None
+
+
+def _where(partner_id: int, f: TicketFilter) -> list[Any]:
+    clauses: list[Any] = [col(Ticket.partner_id) == partner_id]
+    if f.status is not None:
+        clauses.append(col(Ticket.status) == f.status)
+    if f.category_ids is not None:
+        clauses.append(col(Ticket.category_id).in_(list(f.category_ids)))
+    if f.priority is not None:
+        clauses.append(col(Ticket.priority) == f.priority)
+    for tag_id in f.tag_ids:  # several tags: the ticket carries all of them
+        clauses.append(
+            exists().where(
+                col(TicketTag.ticket_id) == col(Ticket.id), col(TicketTag.tag_id) == tag_id
+            )
+        )
+    if f.subject:
+        # Case-insensitive substring; % and _ in the text are literal, not wildcards.
+        needle = f.subject.lower()
+        clauses.append(func.lower(col(Ticket.subject)).contains(needle, autoescape=True))
+    if f.trip_id is not None:
+        clauses.append(col(Ticket.trip_id) == f.trip_id)
+    if f.created_after is not None:
+        clauses.append(col(Ticket.created_at) > f.created_after)
+    if f.created_before is not None:
+        clauses.append(col(Ticket.created_at) < f.created_before)
+    if f.updated_after is not None:
+        clauses.append(col(Ticket.updated_at) > f.updated_after)
+    if f.updated_before is not None:
+        clauses.append(col(Ticket.updated_at) < f.updated_before)
+    return clauses
+
+
+async def search_tickets(
+    session: AsyncSession,
+    partner_id: int,
+    filters: TicketFilter,
+    *,
+    sort: SortKey = "-created",
+    limit: int,
+    after: tuple[datetime, int] | None = None,
+) -> TicketPage:
+    """One page of tickets. Keyset pagination on (sort column, id): a page never repeats or
+    skips a ticket because new tickets arrived meanwhile, and page N costs what page 1 does."""
+    column = col(Ticket.updated_at) if sort.endswith("updated") else col(Ticket.created_at)
+    descending = sort.startswith("-")
+    query = select(Ticket).where(*_where(partner_id, filters))
+    if after is not None:
+        value, last_id = after
+        beyond = column < value if descending else column > value
+        tie = col(Ticket.id) < last_id if descending else col(Ticket.id) > last_id
+        query = query.where(or_(beyond, and_(column == value, tie)))
+    order = (column.desc(), col(Ticket.id).desc()) if descending else (column, col(Ticket.id))
+    rows = list((await session.exec(query.order_by(*order).limit(limit + 1))).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = None
+    if more and rows:
+        last = rows[-1]
+        assert last.id is not None
+        cursor = (last.updated_at if sort.endswith("updated") else last.created_at, last.id)
+    return TicketPage(tickets=rows, next_cursor=cursor)
+
+
+async def open_ticket_counts(
+    session: AsyncSession, partner_id: int, trip_id: str
+) -> tuple[int, int]:
+    """(open tickets of this partner on this trip, open tickets of this partner overall)."""
+    not_closed = col(Ticket.status) != "closed"
+    overall = select(func.count()).where(col(Ticket.partner_id) == partner_id, not_closed)
+    on_trip = overall.where(col(Ticket.trip_id) == trip_id)
+    trip_count = (await session.exec(on_trip)).one()
+    partner_count = (await session.exec(overall)).one()
+    return int(trip_count), int(partner_count)
+
+
+async def session_ticket(session: AsyncSession, partner_id: int, trip_id: str) -> Ticket | None:
+    """The ticket an order-keyed support session is about: the newest one still open (open
+    or processing), else the newest closed one."""
+    query = (
+        select(Ticket)
+        .where(col(Ticket.partner_id) == partner_id, col(Ticket.trip_id) == trip_id)
+        .order_by((col(Ticket.status) == "closed").asc(), col(Ticket.id).desc())
+    )
+    return (await session.exec(query)).first()
