@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from api.auth import relay_of, require_admin
 from api.bodies import int_param, read_json
+from api.contract import ApiRoute, Contract
+from api.idempotency import Idempotency, idempotency_of, once
 from api.schemas import (
     FleetCreate,
+    FleetList,
     FleetPublic,
     KeyIssued,
     PartnerCreate,
     PartnerCreated,
+    PartnerList,
     PartnerPublic,
 )
 from relay.errors import NotFound
@@ -21,53 +27,99 @@ from storage import accounts
 from storage.db import transaction
 from storage.models import Partner
 
+ADMIN_SCOPE = "admin"
+_SECRETS_ONCE = (
+    "API keys are shown once and stored only as hashes, so a retry with the same"
+    " Idempotency-Key does not show the key again: it answers 409 naming what was created."
+)
+
+
+async def _secret_shown_once(
+    session: AsyncSession, idempotency: Idempotency | None, partner_id: int, what: str
+) -> None:
+    """Record, for a retry with this key, a 409 instead of the response: replaying it would
+    mean storing the secret in clear."""
+    if idempotency is None:
+        return
+    detail = (
+        f"This Idempotency-Key already created {what} for partner {partner_id}; API keys are"
+        f" shown only once. Issue a new one with POST /v1/admin/partners/{partner_id}/keys."
+    )
+    body = {"type": "about:blank", "status": 409, "title": "Conflict", "detail": detail}
+    await idempotency.record(session, 409, body)
+
 
 async def create_partner(request: Request) -> Response:
     require_admin(request)
+    relay = relay_of(request)
     body = await read_json(request, PartnerCreate)
-    async with transaction(relay_of(request).sessions) as session:
-        partner = await accounts.create_partner(
-            session, body.name, body.contact_email, body.allowed_senders
-        )
-        assert partner.id is not None
-        key = await accounts.issue_key(session, partner.id)
-    public = PartnerPublic.model_validate(partner)
-    created = PartnerCreated(**public.model_dump(), api_key=key.secret, api_key_id=key.id)
-    return JSONResponse(created.dump(), status_code=201)
+    idempotency = await idempotency_of(request, ADMIN_SCOPE, relay.settings.idempotency_ttl)
+
+    async def create() -> Response:
+        async with transaction(relay.sessions) as session:
+            partner = await accounts.create_partner(
+                session, body.name, body.contact_email, body.allowed_senders
+            )
+            assert partner.id is not None
+            key = await accounts.issue_key(session, partner.id)
+            await _secret_shown_once(session, idempotency, partner.id, "a partner")
+        public = PartnerPublic.model_validate(partner)
+        created = PartnerCreated(**public.model_dump(), api_key=key.secret, api_key_id=key.id)
+        return JSONResponse(created.dump(), status_code=201)
+
+    return await once(idempotency, relay.sessions, create)
 
 
 async def list_partners(request: Request) -> Response:
     require_admin(request)
     async with relay_of(request).sessions() as session:
         partners = await accounts.list_partners(session)
-    return JSONResponse({"partners": [PartnerPublic.model_validate(p).dump() for p in partners]})
+    out = PartnerList(partners=[PartnerPublic.model_validate(p) for p in partners])
+    return JSONResponse(out.dump())
 
 
 async def create_fleet(request: Request) -> Response:
     require_admin(request)
+    relay = relay_of(request)
     body = await read_json(request, FleetCreate)
-    async with transaction(relay_of(request).sessions) as session:
-        fleet = await accounts.create_fleet(
-            session, body.name, body.support_email, body.allowed_senders
-        )
-    return JSONResponse(FleetPublic.model_validate(fleet).dump(), status_code=201)
+    idempotency = await idempotency_of(request, ADMIN_SCOPE, relay.settings.idempotency_ttl)
+
+    async def create() -> Response:
+        async with transaction(relay.sessions) as session:
+            fleet = await accounts.create_fleet(
+                session, body.name, body.support_email, body.allowed_senders
+            )
+            out = FleetPublic.model_validate(fleet).dump()
+            if idempotency is not None:
+                await idempotency.record(session, 201, out)
+        return JSONResponse(out, status_code=201)
+
+    return await once(idempotency, relay.sessions, create)
 
 
 async def list_fleets(request: Request) -> Response:
     require_admin(request)
     async with relay_of(request).sessions() as session:
         fleets = await accounts.list_fleets(session)
-    return JSONResponse({"fleets": [FleetPublic.model_validate(f).dump() for f in fleets]})
+    return JSONResponse(FleetList(fleets=[FleetPublic.model_validate(f) for f in fleets]).dump())
 
 
 async def issue_key(request: Request) -> Response:
     require_admin(request)
+    relay = relay_of(request)
     partner_id = int_param(request, "partnerId", "partner")
-    async with transaction(relay_of(request).sessions) as session:
-        if await session.get(Partner, partner_id) is None:
-            raise NotFound("partner")
-        key = await accounts.issue_key(session, partner_id)
-    return JSONResponse(KeyIssued(id=key.id, partner_id=partner_id, api_key=key.secret).dump(), 201)
+    idempotency = await idempotency_of(request, ADMIN_SCOPE, relay.settings.idempotency_ttl)
+
+    async def create() -> Response:
+        async with transaction(relay.sessions) as session:
+            if await session.get(Partner, partner_id) is None:
+                raise NotFound("partner")
+            key = await accounts.issue_key(session, partner_id)
+            await _secret_shown_once(session, idempotency, partner_id, "an API key")
+        issued = KeyIssued(id=key.id, partner_id=partner_id, api_key=key.secret)
+        return JSONResponse(issued.dump(), 201)
+
+    return await once(idempotency, relay.sessions, create)
 
 
 async def revoke_key(request: Request) -> Response:
@@ -79,11 +131,47 @@ async def revoke_key(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _admin(summary: str, **kw: Any) -> Contract:
+    return Contract(summary=summary, tag="admin", auth="admin", **kw)
+
+
 routes = [
-    Route("/v1/admin/partners", create_partner, methods=["POST"]),
-    Route("/v1/admin/partners", list_partners, methods=["GET"]),
-    Route("/v1/admin/partners/{partnerId}/keys", issue_key, methods=["POST"]),
-    Route("/v1/admin/keys/{keyId}", revoke_key, methods=["DELETE"]),
-    Route("/v1/admin/fleets", create_fleet, methods=["POST"]),
-    Route("/v1/admin/fleets", list_fleets, methods=["GET"]),
+    ApiRoute(
+        "/v1/admin/partners",
+        create_partner,
+        "POST",
+        _admin(
+            "Create a partner and its first API key (shown once)",
+            body=PartnerCreate,
+            ok={201: PartnerCreated},
+            errors=(409,),
+            idempotent=True,
+            description=_SECRETS_ONCE,
+        ),
+    ),
+    ApiRoute(
+        "/v1/admin/partners", list_partners, "GET", _admin("List partners", ok={200: PartnerList})
+    ),
+    ApiRoute(
+        "/v1/admin/partners/{partnerId}/keys",
+        issue_key,
+        "POST",
+        _admin(
+            "Issue another API key for a partner (shown once)",
+            ok={201: KeyIssued},
+            errors=(409,),
+            idempotent=True,
+            description=_SECRETS_ONCE,
+        ),
+    ),
+    ApiRoute(
+        "/v1/admin/keys/{keyId}", revoke_key, "DELETE", _admin("Revoke an API key", ok={204: None})
+    ),
+    ApiRoute(
+        "/v1/admin/fleets",
+        create_fleet,
+        "POST",
+        _admin("Register a fleet", body=FleetCreate, ok={201: FleetPublic}, idempotent=True),
+    ),
+    ApiRoute("/v1/admin/fleets", list_fleets, "GET", _admin("List fleets", ok={200: FleetList})),
 ]

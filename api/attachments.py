@@ -8,10 +8,10 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from api.auth import current_partner, relay_of
 from api.bodies import str_param
+from api.contract import ApiRoute, Contract
 from relay.errors import NotFound
 from storage.attachments import attachment_for_partner
 from storage.tickets import blob_data
@@ -107,5 +107,18 @@ async def download_attachment(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/support/attachments/{attachmentId}", download_attachment, methods=["GET"]),
+    ApiRoute(
+        "/v1/support/attachments/{attachmentId}",
+        download_attachment,
+        "GET",
+        Contract(
+            "Download an attachment of one of your tickets",
+            tag="attachments",
+            binary=True,
+            description=(
+                "The stored bytes with a safe Content-Disposition. Types a browser would run"
+                " (HTML, SVG, scripts) are served as application/octet-stream."
+            ),
+        ),
+    ),
 ]

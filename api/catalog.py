@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from api.auth import current_partner, relay_of, require_admin
 from api.bodies import int_param, read_json
+from api.contract import ApiRoute, Contract
 from api.idempotency import idempotency_of, once
 from api.schemas import (
     CategoryCreate,
@@ -19,10 +21,11 @@ from api.schemas import (
     TagList,
     TagPublic,
 )
-from relay.errors import Conflict, InvalidInput, NotFound
+from relay import catalog as rules
+from relay.errors import Conflict, NotFound
 from storage import catalog
 from storage.db import transaction
-from storage.models import Category, Tag
+from storage.models import Category
 
 ADMIN_SCOPE = "admin"
 
@@ -72,19 +75,9 @@ async def create_category(request: Request) -> Response:
 
     async def create() -> Response:
         async with transaction(relay.sessions) as session:
-            if body.parent_id is not None:
-                parent = await catalog.usable_category(session, body.parent_id)
-                if parent is None:
-                    raise InvalidInput({"parentId": f"No category with id {body.parent_id}."})
-                if parent.parent_id is not None:
-                    raise InvalidInput({"parentId": "Subcategories cannot have subcategories."})
-            if await catalog.category_by_name(session, body.name) is not None:
-                raise Conflict(f"A category named {body.name!r} already exists.")
-            category = Category(
-                name=body.name, description=body.description, parent_id=body.parent_id
+            category = await rules.create_category(
+                session, body.name, body.description, body.parent_id
             )
-            session.add(category)
-            await session.flush()
             out = CategoryPublic.model_validate(category).dump()
             location = f"/v1/admin/categories/{category.id}"
             if idempotency is not None:
@@ -118,12 +111,7 @@ async def archive_category(request: Request) -> Response:
     require_admin(request)
     category_id = int_param(request, "categoryId", "category")
     async with transaction(relay_of(request).sessions) as session:
-        category = await catalog.usable_category(session, category_id)
-        if category is None:
-            raise NotFound("category")
-        if await catalog.has_children(session, category_id):
-            raise Conflict("Archive this category's subcategories first.")
-        catalog.archive(session, category)
+        await rules.archive_category(session, category_id)
     return Response(status_code=204)
 
 
@@ -142,11 +130,7 @@ async def create_tag(request: Request) -> Response:
 
     async def create() -> Response:
         async with transaction(relay.sessions) as session:
-            if await catalog.tag_clash(session, body.name, body.keyword) is not None:
-                raise Conflict("A tag with this name or keyword already exists.")
-            tag = Tag(name=body.name, keyword=body.keyword)
-            session.add(tag)
-            await session.flush()
+            tag = await rules.create_tag(session, body.name, body.keyword)
             out = TagPublic.model_validate(tag).dump()
             location = f"/v1/admin/tags/{tag.id}"
             if idempotency is not None:
@@ -160,21 +144,77 @@ async def archive_tag(request: Request) -> Response:
     require_admin(request)
     tag_id = int_param(request, "tagId", "tag")
     async with transaction(relay_of(request).sessions) as session:
-        tag = await session.get(Tag, tag_id)
-        if tag is None or tag.archived_at is not None:
-            raise NotFound("tag")
-        catalog.archive(session, tag)
+        await rules.archive_tag(session, tag_id)
     return Response(status_code=204)
 
 
+def _admin(summary: str, **kw: Any) -> Contract:
+    return Contract(summary=summary, tag="admin", auth="admin", **kw)
+
+
 routes = [
-    Route("/v1/support/categories", list_categories, methods=["GET"]),
-    Route("/v1/support/tags", list_tags, methods=["GET"]),
-    Route("/v1/admin/categories", admin_list_categories, methods=["GET"]),
-    Route("/v1/admin/categories", create_category, methods=["POST"]),
-    Route("/v1/admin/categories/{categoryId}", update_category, methods=["PATCH"]),
-    Route("/v1/admin/categories/{categoryId}", archive_category, methods=["DELETE"]),
-    Route("/v1/admin/tags", admin_list_tags, methods=["GET"]),
-    Route("/v1/admin/tags", create_tag, methods=["POST"]),
-    Route("/v1/admin/tags/{tagId}", archive_tag, methods=["DELETE"]),
+    ApiRoute(
+        "/v1/support/categories",
+        list_categories,
+        "GET",
+        Contract("List ticket categories", tag="classification", ok={200: CategoryList}),
+    ),
+    ApiRoute(
+        "/v1/support/tags",
+        list_tags,
+        "GET",
+        Contract("List ticket tags", tag="classification", ok={200: TagList}),
+    ),
+    ApiRoute(
+        "/v1/admin/categories",
+        admin_list_categories,
+        "GET",
+        _admin("List categories", ok={200: CategoryList}),
+    ),
+    ApiRoute(
+        "/v1/admin/categories",
+        create_category,
+        "POST",
+        _admin(
+            "Create a category or subcategory",
+            body=CategoryCreate,
+            ok={201: CategoryPublic},
+            errors=(409,),
+            idempotent=True,
+        ),
+    ),
+    ApiRoute(
+        "/v1/admin/categories/{categoryId}",
+        update_category,
+        "PATCH",
+        _admin(
+            "Rename or describe a category",
+            body=CategoryUpdate,
+            ok={200: CategoryPublic},
+            errors=(409,),
+        ),
+    ),
+    ApiRoute(
+        "/v1/admin/categories/{categoryId}",
+        archive_category,
+        "DELETE",
+        _admin(
+            "Archive a category (tickets keep it; it can no longer be chosen)",
+            ok={204: None},
+            errors=(409,),
+        ),
+    ),
+    ApiRoute("/v1/admin/tags", admin_list_tags, "GET", _admin("List tags", ok={200: TagList})),
+    ApiRoute(
+        "/v1/admin/tags",
+        create_tag,
+        "POST",
+        _admin("Create a tag", body=TagCreate, ok={201: TagPublic}, errors=(409,), idempotent=True),
+    ),
+    ApiRoute(
+        "/v1/admin/tags/{tagId}",
+        archive_tag,
+        "DELETE",
+        _admin("Archive a tag (tickets keep it)", ok={204: None}),
+    ),
 ]

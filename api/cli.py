@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from api import cli_catalog
 from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
 from api.server import running, stop_on_signal, wait_for_stop_signal
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--partner", type=int, required=True)
     revoke = key.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id", type=int)
+    cli_catalog.add_parsers(sub)
     return parser
 
 
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # aiosmtpd logs every connection at INFO; keep its warnings, not its chatter.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    if args.command != "migrate":  # only `migrate` should narrate each schema step
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(_with_relay(settings, _done))
     try:
+        if args.command in ("category", "tag"):
+            return asyncio.run(_with_relay(settings, lambda relay: cli_catalog.run(relay, args)))
         return asyncio.run(_admin(settings, args))
     except ValidationError as exc:
         for err in exc.errors():

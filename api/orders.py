@@ -4,15 +4,23 @@ trip's current ticket."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from api.auth import current_partner, relay_of
 from api.bodies import read_json, read_optional_json, str_param
+from api.contract import ApiRoute, Contract
 from api.idempotency import idempotency_of, once
-from api.schemas import AgentUpdate, OrderSessionCreate, OrderSessionUpdate
+from api.schemas import (
+    AgentPublic,
+    AgentUpdate,
+    OrderSession,
+    OrderSessionCreate,
+    OrderSessionUpdate,
+)
 from api.views import agent_of, order_session
 from relay.errors import Conflict, NotFound
 from relay.lifecycle import CLOSED
@@ -145,12 +153,51 @@ async def delete_agent(request: Request) -> Response:
     return Response(status_code=204)
 
 
+def _orders(summary: str, **kw: Any) -> Contract:
+    return Contract(summary=summary, tag="orders", **kw)
+
+
+SESSION = "/v1/support/orders/{orderId}"
+AGENT = "/v1/support/orders/{orderId}/agent"
 routes = [
-    Route("/v1/support/orders/{orderId}", get_session, methods=["GET"]),
-    Route("/v1/support/orders/{orderId}", open_session, methods=["POST"]),
-    Route("/v1/support/orders/{orderId}", update_session, methods=["PUT"]),
-    Route("/v1/support/orders/{orderId}", close_session, methods=["DELETE"]),
-    Route("/v1/support/orders/{orderId}/agent", get_agent, methods=["GET"]),
-    Route("/v1/support/orders/{orderId}/agent", put_agent, methods=["PUT"]),
-    Route("/v1/support/orders/{orderId}/agent", delete_agent, methods=["DELETE"]),
+    ApiRoute(
+        SESSION,
+        get_session,
+        "GET",
+        _orders("Read the order's support session", ok={200: OrderSession}),
+    ),
+    ApiRoute(
+        SESSION,
+        open_session,
+        "POST",
+        _orders(
+            "Open a support session for the order, or return the open one",
+            body=OrderSessionCreate,
+            body_optional=True,
+            ok={200: OrderSession, 201: OrderSession},
+            errors=(409,),
+            idempotent=True,
+            description="201 with a new session; 200 with the session already open.",
+        ),
+    ),
+    ApiRoute(
+        SESSION,
+        update_session,
+        "PUT",
+        _orders("Change the callback phone", body=OrderSessionUpdate, ok={200: OrderSession}),
+    ),
+    ApiRoute(
+        SESSION,
+        close_session,
+        "DELETE",
+        _orders("Close the support session", ok={200: OrderSession}, errors=(409,)),
+    ),
+    ApiRoute(AGENT, get_agent, "GET", _orders("Read the fleet-side agent", ok={200: AgentPublic})),
+    ApiRoute(
+        AGENT,
+        put_agent,
+        "PUT",
+        _orders("Name the fleet-side agent", body=AgentUpdate, ok={200: AgentPublic}),
+    ),
+    ApiRoute(AGENT, delete_agent, "DELETE", _orders("Remove the agent", ok={204: None})),
 ]

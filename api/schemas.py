@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,18 @@ def _phone(value: str) -> str:
     if not phonenumbers.is_possible_number(number):
         raise ValueError("This is not a possible phone number.")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+_KEYWORD = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
+
+
+def _keyword(value: str) -> str:
+    value = value.strip().lower()
+    if not _KEYWORD.fullmatch(value):
+        raise ValueError(
+            "Use up to 100 letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
+    return value
 
 
 Phone = Annotated[
@@ -273,12 +286,7 @@ class CategoryList(PublicModel):
 
 class TagCreate(WireModel):
     name: Annotated[Text, Field(max_length=100)]
-    keyword: Annotated[
-        str,
-        StringConstraints(
-            strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$"
-        ),
-    ]
+    keyword: Annotated[str, AfterValidator(_keyword)]
 
 
 class TagPublic(PublicModel):
@@ -322,3 +330,32 @@ class OrderSession(PublicModel):
     status: Status
     ticket_id: int
     agent: AgentPublic | None
+
+
+class PartnerList(PublicModel):
+    partners: list[PartnerPublic]
+
+
+class FleetList(PublicModel):
+    fleets: list[FleetPublic]
+
+
+class Health(PublicModel):
+    status: Literal["ok"]
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 application/problem+json; validation adds per-field messages."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    status: int
+    title: str
+    detail: str | None = None
+    invalid_params: list[InvalidParam] | None = Field(default=None, alias="invalidParams")
+
+
+class InvalidParam(BaseModel):
+    name: str
+    reason: str

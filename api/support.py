@@ -12,15 +12,17 @@ from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from api.auth import current_partner, relay_of
 from api.bodies import int_param, read_json, str_param
+from api.contract import ApiRoute, Contract
 from api.idempotency import Idempotency, idempotency_of, once
 from api.problems import field_errors
 from api.schemas import (
     MessageCreate,
+    MessagePublic,
     TicketCreate,
+    TicketDetail,
     TicketList,
     TicketQuery,
     TicketUpdate,
@@ -274,13 +276,73 @@ async def _filters(
     )
 
 
+_OPEN = Contract(
+    "Open a ticket about a trip; the fleet is emailed from a masked alias",
+    tag="tickets",
+    body=TicketCreate,
+    ok={201: TicketDetail},
+    errors=(409,),
+    idempotent=True,
+    description="409 when an open-ticket limit (per trip, per partner) would be exceeded.",
+)
+
 routes = [
-    Route("/v1/support/trips/{tripId}/tickets", create_by_trip_uuid, methods=["POST"]),
-    Route(
-        "/v1/support/demand/trips/{partnerTripId}/tickets", create_by_partner_trip, methods=["POST"]
+    ApiRoute("/v1/support/trips/{tripId}/tickets", create_by_trip_uuid, "POST", _OPEN),
+    ApiRoute(
+        "/v1/support/demand/trips/{partnerTripId}/tickets", create_by_partner_trip, "POST", _OPEN
     ),
-    Route("/v1/support/tickets", list_ticket_history, methods=["GET"]),
-    Route("/v1/support/tickets/{ticketId}", get_ticket, methods=["GET"]),
-    Route("/v1/support/tickets/{ticketId}", update_ticket, methods=["PATCH"]),
-    Route("/v1/support/tickets/{ticketId}/messages", add_message, methods=["POST"]),
+    ApiRoute(
+        "/v1/support/tickets",
+        list_ticket_history,
+        "GET",
+        Contract(
+            "Search your ticket history",
+            tag="tickets",
+            query=TicketQuery,
+            ok={200: TicketList},
+            description=(
+                "Newest first by default. Pages are keyset-paginated: pass `nextCursor` back as"
+                " `cursor` with the same filters; pages stay stable while tickets arrive."
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/v1/support/tickets/{ticketId}",
+        get_ticket,
+        "GET",
+        Contract(
+            "Read a ticket with its conversation, attachments and events",
+            tag="tickets",
+            ok={200: TicketDetail},
+        ),
+    ),
+    ApiRoute(
+        "/v1/support/tickets/{ticketId}",
+        update_ticket,
+        "PATCH",
+        Contract(
+            "Change status, priority, category or tags",
+            tag="tickets",
+            body=TicketUpdate,
+            ok={200: TicketDetail},
+            errors=(409,),
+            description=(
+                "Status moves open → processing → closed and back to open; impossible moves"
+                " are a 409. Closing and reopening email the fleet."
+            ),
+        ),
+    ),
+    ApiRoute(
+        "/v1/support/tickets/{ticketId}/messages",
+        add_message,
+        "POST",
+        Contract(
+            "Add a message (emailed to the fleet) or an internal note (never sent)",
+            tag="tickets",
+            body=MessageCreate,
+            ok={201: MessagePublic},
+            errors=(409,),
+            idempotent=True,
+        ),
+    ),
 ]

@@ -6,10 +6,10 @@ from datetime import UTC
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from api.auth import current_partner, relay_of
 from api.bodies import read_json, str_param
+from api.contract import ApiRoute, Contract
 from api.schemas import TripPublic, TripUpsert
 from relay.errors import InvalidInput, NotFound
 from storage.db import transaction
@@ -54,6 +54,22 @@ async def get_trip(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/trips/{partnerTripId}", put_trip, methods=["PUT"]),
-    Route("/v1/trips/{partnerTripId}", get_trip, methods=["GET"]),
+    ApiRoute(
+        "/v1/trips/{partnerTripId}",
+        put_trip,
+        "PUT",
+        Contract(
+            "Register or update a trip under your own trip id",
+            tag="trips",
+            body=TripUpsert,
+            ok={200: TripPublic, 201: TripPublic},
+            description="201 when the trip is new, 200 when it was updated.",
+        ),
+    ),
+    ApiRoute(
+        "/v1/trips/{partnerTripId}",
+        get_trip,
+        "GET",
+        Contract("Read a trip", tag="trips", ok={200: TripPublic}),
+    ),
 ]

@@ -9,9 +9,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from api.auth import current_partner, relay_of
+from api.contract import ApiRoute, Contract
 from api.idempotency import idempotency_of, once
 from api.limits import MULTIPART_FRAMING
 from api.schemas import UploadResult
@@ -118,4 +118,21 @@ async def upload_attachment(request: Request) -> Response:
     return await once(idempotency, relay.sessions, create)
 
 
-routes = [Route("/v1/support/upload-attachment", upload_attachment, methods=["POST"])]
+routes = [
+    ApiRoute(
+        "/v1/support/upload-attachment",
+        upload_attachment,
+        "POST",
+        Contract(
+            "Upload a file; the resourceToken attaches it to a ticket or message once",
+            tag="attachments",
+            upload=True,
+            ok={201: UploadResult},
+            idempotent=True,
+            description=(
+                "Size (RELAY_MAX_ATTACHMENT_SIZE) and type (RELAY_UPLOAD_ALLOWED_TYPES) limits"
+                " are field errors on `file`; the token expires after RELAY_UPLOAD_TOKEN_TTL."
+            ),
+        ),
+    )
+]

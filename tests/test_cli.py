@@ -199,6 +199,42 @@ async def test_keys_issued_and_revoked_by_cli_work_over_http(tmp_path: Path) -> 
         assert [p["id"] for p in listed.json()["partners"]] == [partner["id"]]
 
 
+async def test_category_and_tag_commands_mirror_the_admin_api(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    lost = cli.ok("category", "add", "--name", "Lost item", "--description", "Left in a car")
+    umbrella = cli.ok("category", "add", "--name", "Umbrella", "--parent", str(lost["id"]))
+    assert umbrella["parentId"] == lost["id"]
+    nested = cli.run("category", "add", "--name", "Blue", "--parent", str(umbrella["id"]))
+    assert nested.returncode == 1 and "cannot have subcategories" in nested.stderr
+    twice = cli.run("category", "add", "--name", "Lost item")
+    assert twice.returncode == 1 and "already exists" in twice.stderr
+    vip = cli.ok("tag", "add", "--name", "VIP", "--keyword", "VIP")
+    assert vip["keyword"] == "vip"  # keywords are lower-case slugs
+    bad = cli.run("tag", "add", "--name", "Bad", "--keyword", "two words")
+    assert bad.returncode == 2 and "keyword" in bad.stderr and "Traceback" not in bad.stderr
+    assert cli.ok("category", "archive", str(umbrella["id"])) == {"archived": umbrella["id"]}
+    assert cli.run("category", "archive", str(umbrella["id"])).returncode == 1
+    partner = cli.ok("partner", "add", "--name", "Acme", "--contact-email", "desk@acme.example")
+
+    async with live_relay(cli.db_url, None) as live:
+        auth = {"Authorization": f"ApiKey {partner['apiKey']}"}
+        categories = (await live.http.get("/v1/support/categories", headers=auth)).json()
+        assert categories == {
+            "categories": [
+                {
+                    "id": lost["id"],
+                    "name": "Lost item",
+                    "description": "Left in a car",
+                    "parentId": None,
+                    "subcategories": [],  # the archived subcategory is gone
+                }
+            ]
+        }
+        tags = (await live.http.get("/v1/support/tags", headers=auth)).json()
+        assert tags == {"tags": [{"id": vip["id"], "name": "VIP", "keyword": "vip"}]}
+    assert [t["id"] for t in cli.ok("tag", "list")] == [vip["id"]]
+
+
 def test_invalid_input_exits_2_and_changes_nothing(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
     bad = cli.run("partner", "add", "--name", "X", "--contact-email", "not-an-email")
