@@ -668,3 +668,29 @@ async def test_operator_can_tighten_the_subject_limit(database: Database) -> Non
             "reason": "Ensure this field has no more than 20 characters.",
         }
         assert (await live.open_ticket(acc, subject="x" * 20))["subject"] == "x" * 20
+
+
+async def test_line_breaks_in_api_fields_never_reach_an_email_header(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    breaks = ["\r\n", "\n", "\r", "\u2028", "\u2029", "\x85", "\x0b", "\x0c"]
+    for index, brk in enumerate(breaks):
+        await live.put_trip(acc, f"T-{index}")
+        await live.put_trip(acc, f"O-{index}")
+        subject = f"Lost{brk}Bcc: victim@victim.example{brk}X-Injected: {index}"
+        await live.open_ticket(acc, f"T-{index}", subject=subject)
+        order = await live.http.post(
+            f"/v1/support/orders/O-{index}",
+            headers=acc.auth,
+            json={"subject": f"Call me{brk}Cc: cc@victim.example"},
+        )
+        assert order.status_code == 201, order.text
+    received = await live.sink.handler.wait_for(FLEET_INBOX, count=2 * len(breaks))
+    assert len(received) == 2 * len(breaks)
+    for mail in received:
+        assert mail.rcpt_to == [FLEET_INBOX]
+        head = mail.raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+        lines = head.split("\r\n")
+        names = [line.split(":", 1)[0].lower() for line in lines if line[:1] not in (" ", "\t")]
+        assert not {"bcc", "cc", "x-injected"} & set(names), head
+        subject = str(mail.message["Subject"])
+        assert "Bcc: victim" in subject or "Cc: cc@" in subject  # kept as text, on one line
