@@ -25,7 +25,8 @@ async def read_json(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise HTTPException(400, "The body must be a JSON object.")
     try:
-        return model.model_validate(data)
+        # Wire names only: snake_case spellings are Python's business, not the API's.
+        return model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise InvalidInput(field_errors(exc)) from None
 

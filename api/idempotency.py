@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from relay.errors import InvalidInput
 from storage.db import SessionFactory
@@ -78,7 +78,8 @@ class Idempotency:
                 key=self.key,
                 fingerprint=self.fingerprint,
                 status_code=status,
-                body=json.dumps(body, separators=(",", ":")).encode(),
+                # Rendered exactly as the original response renders it: a replay is byte-equal.
+                body=bytes(JSONResponse(body).body),
                 location=location,
                 expires_at=now + self.ttl,
             )

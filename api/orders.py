@@ -65,13 +65,8 @@ async def get_session(request: Request) -> Response:
 async def open_session(request: Request) -> Response:
     """Open a session, or return the one already open (200) so a retry never opens two."""
     partner, order_id, trip = await _order(request)
-    assert partner.id is not None
     relay = relay_of(request)
     body = await read_optional_json(request, OrderSessionCreate)
-    async with relay.sessions() as session:
-        existing = await session_ticket(session, partner.id, trip.id)
-    if existing is not None and existing.status != CLOSED:
-        return JSONResponse(order_session(order_id, existing).dump())
     comment = body.comment or (
         f"{partner.name} opened a support session for order {order_id}."
         + (f" Please call back on {body.callback_phone}." if body.callback_phone else "")
@@ -89,16 +84,17 @@ async def open_session(request: Request) -> Response:
     built: list[Response] = []
     location = f"/v1/support/orders/{order_id}"
 
-    async def respond(session: AsyncSession, ticket_id: int) -> None:
+    async def respond(session: AsyncSession, ticket_id: int, created: bool) -> None:
         ticket = await session.get(Ticket, ticket_id)
         assert ticket is not None
         out = order_session(order_id, ticket).dump()
+        status = 201 if created else 200
         if idempotency is not None:
-            await idempotency.record(session, 201, out, location)
-        built.append(JSONResponse(out, status_code=201, headers={"Location": location}))
+            await idempotency.record(session, status, out, location)
+        built.append(JSONResponse(out, status_code=status, headers={"Location": location}))
 
     async def create() -> Response:
-        await relay.tickets.open_ticket(partner, trip, new, within=respond)
+        await relay.tickets.open_session(partner, trip, new, within=respond)
         return built[0]
 
     return await once(idempotency, relay.sessions, create)

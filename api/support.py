@@ -143,13 +143,15 @@ async def update_ticket(request: Request) -> Response:
     assert partner.id is not None
     ticket_id = int_param(request, "ticketId", "ticket")
     body = await read_json(request, TicketUpdate)
-    if not body.model_fields_set:
+    clears_category = "category" in body.model_fields_set and body.category is None
+    asked = (body.status, body.priority, body.category, body.tags)
+    if all(value is None for value in asked) and not clears_category:
         raise InvalidInput({"body": "Send at least one of status, priority, category, tags."})
     changes = TicketChanges(
         status=body.status,
         priority=body.priority,
         category_id=body.category,
-        clear_category="category" in body.model_fields_set and body.category is None,
+        clear_category=clears_category,
         tag_ids=body.tags,
     )
     relay = relay_of(request)
@@ -199,7 +201,7 @@ def _query(request: Request) -> TicketQuery:
         else:
             data[name] = values[0]
     try:
-        query = TicketQuery.model_validate(data)
+        query = TicketQuery.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         errors.update(field_errors(exc))
         raise InvalidInput(errors) from None
@@ -211,6 +213,7 @@ def _query(request: Request) -> TicketQuery:
 def _filters_digest(query: TicketQuery) -> str:
     """Ties a cursor to the filters and sort it was made for."""
     fields = query.model_dump(mode="json", exclude={"cursor", "limit"})
+    fields["tag"] = sorted(set(query.tag))  # tag=1&tag=2 and tag=2&tag=1 are one search
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import timedelta
 
 from starlette.datastructures import UploadFile
@@ -51,7 +52,12 @@ def type_allowed(content_type: str, allowed: list[str]) -> bool:
     return any(p in ("*/*", content_type, f"{major}/*") for p in allowed)
 
 
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
 def check_upload_type(content_type: str, data: bytes, allowed: list[str]) -> None:
+    if not _MEDIA_TYPE.fullmatch(content_type):
+        raise InvalidInput({"file": f"{content_type!r} is not a media type such as image/png."})
     if not type_allowed(content_type, allowed):
         accepted = ", ".join(allowed)
         message = f"Files of type {content_type} are not accepted. Allowed: {accepted}."

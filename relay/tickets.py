@@ -17,7 +17,7 @@ from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.threads import threading_for
 from storage.catalog import set_ticket_tags, tags_of, usable_category, usable_tags
 from storage.db import SessionFactory, transaction
-from storage.history import open_ticket_counts
+from storage.history import open_ticket_counts, session_ticket
 from storage.models import Attachment, Message, Partner, Ticket, Trip
 from storage.tickets import (
     FLEET,
@@ -74,6 +74,8 @@ class OpenLimits:
 # Called inside the creating transaction with the new row's id, so the caller can write
 # what must commit with it (the idempotency record and the exact response it replays).
 Within = Callable[[AsyncSession, int], Awaitable[None]]
+# The same for an order session, told whether the ticket was created or already open.
+SessionWithin = Callable[[AsyncSession, int, bool], Awaitable[None]]
 
 
 class TicketService:
@@ -96,52 +98,82 @@ class TicketService:
         self, partner: Partner, trip: Trip, new: NewTicket, within: Within | None = None
     ) -> int:
         """Create the ticket, its aliases, first message and the fleet's email; return its id."""
-        assert partner.id is not None
+        contact = self._contact(partner, new)
+        async with transaction(self.sessions) as session:
+            await _check_classification(session, new.category_id, new.tag_ids)
+            await self._check_open_limits(session, partner, trip.id)
+            ticket_id = await self._create(session, partner, trip, new, contact)
+            if within is not None:
+                await within(session, ticket_id)
+        self.notify()
+        return ticket_id
+
+    async def open_session(
+        self, partner: Partner, trip: Trip, new: NewTicket, within: SessionWithin
+    ) -> tuple[int, bool]:
+        """The trip's open ticket, or a new one: (ticket id, created). Decided under the
+        partner's row lock, so concurrent requests for one order open one ticket."""
+        contact = self._contact(partner, new)
+        async with transaction(self.sessions) as session:
+            assert partner.id is not None
+            await _lock_partner(session, partner.id)
+            current = await session_ticket(session, partner.id, trip.id)
+            if current is not None and current.status != CLOSED:
+                assert current.id is not None
+                await within(session, current.id, False)
+                return current.id, False
+            await self._check_open_limits(session, partner, trip.id)
+            ticket_id = await self._create(session, partner, trip, new, contact)
+            await within(session, ticket_id, True)
+        self.notify()
+        return ticket_id, True
+
+    def _contact(self, partner: Partner, new: NewTicket) -> str:
         # The request's contact, else the partner's own; the relay-wide default is the last
         # resort. Never the other way round: a global address must not receive a partner's
         # mail when the partner has configured its own.
         contact = new.contact_email or partner.contact_email or self.default_contact_email
         if not contact:
             raise InvalidInput({"contactEmail": "No contact address is configured; send one."})
-        async with transaction(self.sessions) as session:
-            await self._check_open_limits(session, partner, trip.id)
-            await _check_classification(session, new.category_id, new.tag_ids)
-            uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
-            ticket = Ticket(
-                partner_id=partner.id,
-                trip_id=trip.id,
-                fleet_id=trip.fleet_id,
-                subject=new.subject,
-                contact_email=contact,
-                category_id=new.category_id,
-                priority=new.priority,
-                callback_phone=new.callback_phone,
-            )
-            session.add(ticket)
-            await session.flush()
-            assert ticket.id is not None
-            await add_aliases(session, ticket.id)
-            await set_ticket_tags(session, ticket.id, [], new.tag_ids)
-            bundle = await load_bundle(session, ticket)
-            message, files = await self._partner_message(
-                session, bundle, new.comment, uploads, new.attachment_tokens, internal=False
-            )
-            assert message.fleet_msgid is not None
-            await self.mailer.queue(
-                session,
-                bundle,
-                event="ticket_opened",
-                to_side=FLEET,
-                message=message,
-                message_id=message.fleet_msgid,
-                files=files,
-                comment=message.body,
-                attachments=files,
-            )
-            record_event(session, ticket.id, "ticket.created", "partner", via="api")
-            if within is not None:
-                await within(session, ticket.id)
-        self.notify()
+        return contact
+
+    async def _create(
+        self, session: AsyncSession, partner: Partner, trip: Trip, new: NewTicket, contact: str
+    ) -> int:
+        assert partner.id is not None
+        uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
+        ticket = Ticket(
+            partner_id=partner.id,
+            trip_id=trip.id,
+            fleet_id=trip.fleet_id,
+            subject=new.subject,
+            contact_email=contact,
+            category_id=new.category_id,
+            priority=new.priority,
+            callback_phone=new.callback_phone,
+        )
+        session.add(ticket)
+        await session.flush()
+        assert ticket.id is not None
+        await add_aliases(session, ticket.id)
+        await set_ticket_tags(session, ticket.id, [], new.tag_ids)
+        bundle = await load_bundle(session, ticket)
+        message, files = await self._partner_message(
+            session, bundle, new.comment, uploads, new.attachment_tokens, internal=False
+        )
+        assert message.fleet_msgid is not None
+        await self.mailer.queue(
+            session,
+            bundle,
+            event="ticket_opened",
+            to_side=FLEET,
+            message=message,
+            message_id=message.fleet_msgid,
+            files=files,
+            comment=message.body,
+            attachments=files,
+        )
+        record_event(session, ticket.id, "ticket.created", "partner", via="api")
         return ticket.id
 
     async def _check_open_limits(
@@ -153,7 +185,7 @@ class TicketService:
         already serialises writers), so two concurrent requests cannot both pass the count.
         """
         assert partner.id is not None
-        await session.exec(select(Partner.id).where(Partner.id == partner.id).with_for_update())
+        await _lock_partner(session, partner.id)
         on_trip, overall = await open_ticket_counts(session, partner.id, trip_id)
         if on_trip >= self.limits.per_trip:
             raise OpenTicketLimit("trip", self.limits.per_trip)
@@ -240,19 +272,29 @@ class TicketService:
             ticket = await ticket_for_partner(session, partner.id, ticket_id)
             if ticket is None:
                 raise NotFound("ticket")
-            await _check_classification(session, changes.category_id, changes.tag_ids or ())
+            current_tags = (await tags_of(session, [ticket_id]))[ticket_id]
+            # What the ticket already carries may be sent back even if archived since.
+            new_category = changes.category_id
+            if new_category == ticket.category_id:
+                new_category = None
+            new_tags = [t for t in changes.tag_ids or () if t not in current_tags]
+            await _check_classification(session, new_category, new_tags, changes.tag_ids or ())
+            changed = False
             if changes.status is not None:
                 check_transition(ticket.status, changes.status)
                 if ticket.status == CLOSED:  # a reopened ticket counts against the limits again
                     await self._check_open_limits(session, partner, ticket.trip_id)
                 tell_fleet = self._change_status(session, ticket, changes.status, "partner")
+                changed = True
             if changes.priority is not None:
-                self._change(session, ticket, "priority", changes.priority, "priority")
+                changed |= self._change(session, ticket, "priority", changes.priority, "priority")
             if changes.clear_category or changes.category_id is not None:
-                self._change(session, ticket, "category_id", changes.category_id, "category")
+                value = changes.category_id
+                changed |= self._change(session, ticket, "category_id", value, "category")
             if changes.tag_ids is not None:
-                await _retag(session, ticket_id, changes.tag_ids)
-            touch(session, ticket)
+                changed |= await _retag(session, ticket_id, current_tags, changes.tag_ids)
+            if changed:  # a PATCH that changes nothing must not reorder the history
+                touch(session, ticket)
             if tell_fleet is not None:
                 text = f"{partner.name} {tell_fleet} this ticket."
                 await self._tell_fleet(
@@ -328,15 +370,16 @@ class TicketService:
     @staticmethod
     def _change(
         session: AsyncSession, ticket: Ticket, attr: str, value: object, label: str
-    ) -> None:
+    ) -> bool:
         """Set one plain attribute; an event `ticket.<label>_changed` records a real change."""
         current = getattr(ticket, attr)
         if value == current:
-            return
+            return False
         assert ticket.id is not None
         detail = {"from": current, "to": value}
         record_event(session, ticket.id, f"ticket.{label}_changed", "partner", **detail)
         setattr(ticket, attr, value)
+        return True
 
     async def _tell_fleet(
         self,
@@ -375,30 +418,40 @@ class TicketService:
         )
 
 
+async def _lock_partner(session: AsyncSession, partner_id: int) -> None:
+    await session.exec(select(Partner.id).where(Partner.id == partner_id).with_for_update())
+
+
 async def _check_classification(
-    session: AsyncSession, category_id: int | None, tag_ids: Sequence[int]
+    session: AsyncSession,
+    category_id: int | None,
+    tag_ids: Sequence[int],
+    sent_tags: Sequence[int] | None = None,
 ) -> None:
-    """Category and tags must exist and not be archived; each miss is its own field error."""
+    """A category or tags being newly given must exist and not be archived; each miss is its
+    own field error, named by its index in the tags the client sent (`sent_tags`)."""
     errors: dict[str, str] = {}
     if category_id is not None and await usable_category(session, category_id) is None:
         errors["category"] = f"No category with id {category_id}; see GET /v1/support/categories."
     known = await usable_tags(session, tag_ids)
-    for index, tag_id in enumerate(tag_ids):
-        if tag_id not in known:
+    checked = set(tag_ids)
+    for index, tag_id in enumerate(sent_tags if sent_tags is not None else tag_ids):
+        if tag_id in checked and tag_id not in known:
             errors[f"tags[{index}]"] = f"No tag with id {tag_id}; see GET /v1/support/tags."
     if errors:
         raise InvalidInput(errors)
 
 
-async def _retag(session: AsyncSession, ticket_id: int, wanted: Sequence[int]) -> None:
-    current = (await tags_of(session, [ticket_id]))[ticket_id]
+async def _retag(
+    session: AsyncSession, ticket_id: int, current: Sequence[int], wanted: Sequence[int]
+) -> bool:
     added = sorted(set(wanted) - set(current))
     removed = sorted(set(current) - set(wanted))
-    if added or removed:
-        await set_ticket_tags(session, ticket_id, current, wanted)
-        record_event(
-            session, ticket_id, "ticket.tags_changed", "partner", added=added, removed=removed
-        )
+    if not (added or removed):
+        return False
+    await set_ticket_tags(session, ticket_id, current, wanted)
+    record_event(session, ticket_id, "ticket.tags_changed", "partner", added=added, removed=removed)
+    return True
 
 
 async def _uploads_or_404(

@@ -36,7 +36,10 @@ async def category_family(session: AsyncSession, category_id: int) -> list[int]:
 
 
 async def has_children(session: AsyncSession, category_id: int) -> bool:
-    query = select(Category.id).where(col(Category.parent_id) == category_id)
+    """Whether a category still has subcategories in use (archived ones do not count)."""
+    query = select(Category.id).where(
+        col(Category.parent_id) == category_id, col(Category.archived_at).is_(None)
+    )
     return (await session.exec(query)).first() is not None
 
 

@@ -694,3 +694,33 @@ async def test_line_breaks_in_api_fields_never_reach_an_email_header(live: LiveR
         assert not {"bcc", "cc", "x-injected"} & set(names), head
         subject = str(mail.message["Subject"])
         assert "Bcc: victim" in subject or "Cc: cc@" in subject  # kept as text, on one line
+
+
+async def test_a_patch_that_changes_nothing_leaves_the_ticket_alone(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc, priority="medium")
+    path = f"/v1/support/tickets/{ticket['id']}"
+    for empty in ({}, {"priority": None}, {"status": None, "tags": None}):
+        response = await live.http.patch(path, headers=acc.auth, json=empty)
+        assert list(invalid_names(response)) == ["body"]
+    same = await live.http.patch(path, headers=acc.auth, json={"priority": "medium", "tags": []})
+    assert same.status_code == 200, same.text
+    assert same.json()["updatedAt"] == ticket["updatedAt"]
+    kinds = [e["kind"] for e in same.json()["events"]]
+    assert not any(kind.endswith("_changed") for kind in kinds), kinds
+
+
+async def test_only_wire_names_are_accepted(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    response = await live.http.post(
+        "/v1/support/demand/trips/BK-1/tickets",
+        headers=acc.auth,
+        json={"subject": "S", "comment": "C", "contact_email": "x@partner.example"},
+    )
+    assert invalid_names(response) == {"contact_email": "Unknown field."}
+    listed = await live.http.get(
+        "/v1/support/tickets", headers=acc.auth, params={"created_after": "2026-01-01T00:00:00Z"}
+    )
+    assert invalid_names(listed) == {"created_after": "Unknown field."}
