@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -81,12 +81,26 @@ async def search_tickets(
     skips a ticket because new tickets arrived meanwhile, and page N costs what page 1 does."""
     column = col(Ticket.updated_at) if sort.endswith("updated") else col(Ticket.created_at)
     descending = sort.startswith("-")
+    if after is not None:
+        # The cursor came from a page of this very search, so its bound is tighter than the
+        # filter on the same side of the sort column; dropping that filter leaves the cursor
+        # as the one range the index seeks to (SQLite would otherwise pick the filter).
+        implied: dict[str, Any] = {
+            "-created": {"created_before": None},
+            "created": {"created_after": None},
+            "-updated": {"updated_before": None},
+            "updated": {"updated_after": None},
+        }[sort]
+        filters = replace(filters, **implied)
     query = select(Ticket).where(*_where(partner_id, filters))
     if after is not None:
         value, last_id = after
         beyond = column < value if descending else column > value
         tie = col(Ticket.id) < last_id if descending else col(Ticket.id) > last_id
-        query = query.where(or_(beyond, and_(column == value, tie)))
+        # The plain bound is implied by the OR, but only it is an index range: without it
+        # both databases walk every row before the cursor (bench/history_plan.py).
+        bound = column <= value if descending else column >= value
+        query = query.where(bound, or_(beyond, and_(column == value, tie)))
     order = (column.desc(), col(Ticket.id).desc()) if descending else (column, col(Ticket.id))
     rows = list((await session.exec(query.order_by(*order).limit(limit + 1))).all())
     more = len(rows) > limit

@@ -392,3 +392,22 @@ async def test_unknown_and_repeated_parameters_are_refused(live: LiveRelay) -> N
     for name, bad in (("status", "pending"), ("priority", "asap"), ("category", "lost")):
         assert list(invalid_names(await _get(live, acc, {name: bad}))) == [name]
     assert list(invalid_names(await _get(live, acc, {"category": "0"}))) == ["category"]
+
+
+async def test_cursor_walk_inside_a_time_window_in_every_sort(live: LiveRelay) -> None:
+    # The cursor replaces the window's bound on the sort side; the other bound must hold.
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    made = [await live.open_ticket(acc, subject=f"W{i}") for i in range(7)]
+    window = {
+        "createdAfter": made[1]["createdAt"],
+        "createdBefore": made[6]["createdAt"],
+        "updatedAfter": made[1]["updatedAt"],
+        "updatedBefore": made[6]["updatedAt"],
+    }
+    inside = [t["id"] for t in made[2:6]]
+    for sort in ("-created", "created", "-updated", "updated"):
+        seen, pages = await _walk(live, acc, {**window, "sort": sort, "limit": "1"})
+        expected = inside[::-1] if sort.startswith("-") else inside
+        assert seen == expected, sort
+        assert pages == len(inside)
