@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import relay_of, require_admin
 from api.bodies import int_param, read_json
 from api.contract import ApiRoute, Contract
-from api.idempotency import Idempotency, idempotency_of, once
+from api.idempotency import Idempotency, idempotency_of, once, respond
 from api.schemas import (
     FleetCreate,
     FleetList,
@@ -89,10 +89,7 @@ async def create_fleet(request: Request) -> Response:
             fleet = await accounts.create_fleet(
                 session, body.name, body.support_email, body.allowed_senders
             )
-            out = FleetPublic.model_validate(fleet).dump()
-            if idempotency is not None:
-                await idempotency.record(session, 201, out)
-        return JSONResponse(out, status_code=201)
+            return await respond(idempotency, session, FleetPublic.model_validate(fleet).dump())
 
     return await once(idempotency, relay.sessions, create)
 

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import current_partner, relay_of, require_admin
 from api.bodies import int_param, read_json
 from api.contract import ApiRoute, Contract
-from api.idempotency import idempotency_of, once
+from api.idempotency import idempotency_of, once, respond
 from api.schemas import (
     CategoryCreate,
     CategoryList,
@@ -80,9 +80,7 @@ async def create_category(request: Request) -> Response:
             )
             out = CategoryPublic.model_validate(category).dump()
             location = f"/v1/admin/categories/{category.id}"
-            if idempotency is not None:
-                await idempotency.record(session, 201, out, location)
-        return JSONResponse(out, status_code=201, headers={"Location": location})
+            return await respond(idempotency, session, out, location=location)
 
     return await once(idempotency, relay.sessions, create)
 
@@ -132,10 +130,7 @@ async def create_tag(request: Request) -> Response:
         async with transaction(relay.sessions) as session:
             tag = await rules.create_tag(session, body.name, body.keyword)
             out = TagPublic.model_validate(tag).dump()
-            location = f"/v1/admin/tags/{tag.id}"
-            if idempotency is not None:
-                await idempotency.record(session, 201, out, location)
-        return JSONResponse(out, status_code=201, headers={"Location": location})
+            return await respond(idempotency, session, out, location=f"/v1/admin/tags/{tag.id}")
 
     return await once(idempotency, relay.sessions, create)
 

@@ -87,6 +87,26 @@ class Idempotency:
         await session.flush()
 
 
+def partner_scope(partner_id: int | None) -> str:
+    """Whose keys these are: one partner's keys never meet another's (nor the operator's)."""
+    return f"partner:{partner_id}"
+
+
+async def respond(
+    idempotency: Idempotency | None,
+    session: AsyncSession,
+    body: Any,
+    *,
+    status: int = 201,
+    location: str | None = None,
+) -> Response:
+    """The response to a creating request, recorded for replays in the same transaction."""
+    if idempotency is not None:
+        await idempotency.record(session, status, body, location)
+    headers = {"Location": location} if location else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
 async def idempotency_of(
     request: Request, owner: str, ttl: int, content: bytes | None = None
 ) -> Idempotency | None:

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import current_partner, relay_of
 from api.bodies import read_json, read_optional_json, str_param
 from api.contract import ApiRoute, Contract
-from api.idempotency import idempotency_of, once
+from api.idempotency import idempotency_of, once, partner_scope, respond
 from api.schemas import (
     AgentPublic,
     AgentUpdate,
@@ -79,22 +79,20 @@ async def open_session(request: Request) -> Response:
         callback_phone=body.callback_phone,
     )
     idempotency = await idempotency_of(
-        request, f"partner:{partner.id}", relay.settings.idempotency_ttl
+        request, partner_scope(partner.id), relay.settings.idempotency_ttl
     )
     built: list[Response] = []
     location = f"/v1/support/orders/{order_id}"
 
-    async def respond(session: AsyncSession, ticket_id: int, created: bool) -> None:
+    async def answer(session: AsyncSession, ticket_id: int, created: bool) -> None:
         ticket = await session.get(Ticket, ticket_id)
         assert ticket is not None
         out = order_session(order_id, ticket).dump()
         status = 201 if created else 200
-        if idempotency is not None:
-            await idempotency.record(session, status, out, location)
-        built.append(JSONResponse(out, status_code=status, headers={"Location": location}))
+        built.append(await respond(idempotency, session, out, status=status, location=location))
 
     async def create() -> Response:
-        await relay.tickets.open_session(partner, trip, new, within=respond)
+        await relay.tickets.open_session(partner, trip, new, within=answer)
         return built[0]
 
     return await once(idempotency, relay.sessions, create)

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import current_partner, relay_of
 from api.bodies import int_param, read_json, str_param
 from api.contract import ApiRoute, Contract
-from api.idempotency import Idempotency, idempotency_of, once
+from api.idempotency import Idempotency, idempotency_of, once, partner_scope, respond
 from api.problems import field_errors
 from api.schemas import (
     MessageCreate,
@@ -35,11 +35,6 @@ from storage.catalog import category_family
 from storage.history import TicketFilter, search_tickets
 from storage.models import Partner, Trip
 from storage.trips import trip_by_partner_id, trip_by_uuid
-
-
-def partner_scope(partner: Partner) -> str:
-    """Whose Idempotency-Keys these are: one partner's keys never meet another's."""
-    return f"partner:{partner.id}"
 
 
 def _check_text_limits(
@@ -74,16 +69,16 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
         callback_phone=body.callback_phone,
     )
     idempotency = await idempotency_of(
-        request, partner_scope(partner), relay.settings.idempotency_ttl
+        request, partner_scope(partner.id), relay.settings.idempotency_ttl
     )
     built: list[Response] = []
 
-    async def respond(session: AsyncSession, ticket_id: int) -> None:
+    async def answer(session: AsyncSession, ticket_id: int) -> None:
         location = f"/v1/support/tickets/{ticket_id}"
         built.append(await created(session, partner, ticket_id, location, idempotency))
 
     async def create() -> Response:
-        await relay.tickets.open_ticket(partner, trip, new, within=respond)
+        await relay.tickets.open_ticket(partner, trip, new, within=answer)
         return built[0]
 
     return await once(idempotency, relay.sessions, create)
@@ -106,9 +101,7 @@ async def created(
     else:
         [message] = [m for m in detail.conversation if m.id == message_id]
         body = message.dump()
-    if idempotency is not None:
-        await idempotency.record(session, 201, body, location)
-    return JSONResponse(body, status_code=201, headers={"Location": location})
+    return await respond(idempotency, session, body, location=location)
 
 
 async def create_by_trip_uuid(request: Request) -> Response:
@@ -171,17 +164,17 @@ async def add_message(request: Request) -> Response:
         comment=body.comment, attachment_tokens=body.attachments, internal=body.internal
     )
     idempotency = await idempotency_of(
-        request, partner_scope(partner), relay.settings.idempotency_ttl
+        request, partner_scope(partner.id), relay.settings.idempotency_ttl
     )
     built: list[Response] = []
     location = f"/v1/support/tickets/{ticket_id}"
 
-    async def respond(session: AsyncSession, message_id: int) -> None:
+    async def answer(session: AsyncSession, message_id: int) -> None:
         response = await created(session, partner, ticket_id, location, idempotency, message_id)
         built.append(response)
 
     async def create() -> Response:
-        await relay.tickets.add_message(partner, ticket_id, new, within=respond)
+        await relay.tickets.add_message(partner, ticket_id, new, within=answer)
         return built[0]
 
     return await once(idempotency, relay.sessions, create)

@@ -9,11 +9,11 @@ from datetime import timedelta
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from api.auth import current_partner, relay_of
 from api.contract import ApiRoute, Contract
-from api.idempotency import idempotency_of, once
+from api.idempotency import idempotency_of, once, partner_scope, respond
 from api.limits import MULTIPART_FRAMING
 from api.schemas import UploadResult
 from relay.errors import InvalidInput
@@ -95,7 +95,7 @@ async def upload_attachment(request: Request) -> Response:
     # A retried upload carries new multipart boundaries; what identifies it is the file.
     identity = f"{filename}\0{content_type}\0{hashlib.sha256(data).hexdigest()}".encode()
     idempotency = await idempotency_of(
-        request, f"partner:{partner.id}", settings.idempotency_ttl, identity
+        request, partner_scope(partner.id), settings.idempotency_ttl, identity
     )
     partner_id = partner.id
 
@@ -117,9 +117,7 @@ async def upload_attachment(request: Request) -> Response:
                 size=attachment.size,
                 expires_at=expires,
             ).dump()
-            if idempotency is not None:
-                await idempotency.record(session, 201, body)
-        return JSONResponse(body, status_code=201)
+            return await respond(idempotency, session, body)
 
     return await once(idempotency, relay.sessions, create)
 
