@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from api.problems import field_errors
+from api.schemas import MAX_ID
 from relay.errors import InvalidInput, NotFound
 
 M = TypeVar("M", bound=BaseModel)
@@ -44,7 +45,7 @@ def int_param(request: Request, name: str, what: str) -> int:
         value = int(raw)
     except ValueError:
         raise NotFound(what) from None
-    if not 0 < value < 2**63:
+    if not 0 < value <= MAX_ID:
         raise NotFound(what)
     return value
 

@@ -19,9 +19,9 @@ from starlette.staticfiles import StaticFiles
 
 from api.contract import ApiRoute, Contract
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
-from api.schemas import Problem
+from api.schemas import MAX_ID, Problem
 
-_ID = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 # Path parameters by name: the same bounds `int_param` / `str_param` enforce.
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "ticketId": _ID,

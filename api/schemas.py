@@ -15,8 +15,11 @@ from relay.addresses import normalize_email, validate_sender_entry
 Priority = Literal["low", "medium", "high", "urgent"]
 Status = Literal["open", "processing", "closed"]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# Ids are INTEGER columns: PostgreSQL's is 32-bit, so a larger number names no row (and
+# must not reach the driver, which would refuse it as a fault of ours).
+MAX_ID = 2**31 - 1
 # A database id: a JSON integer in range, never true/1.0/"1".
-RowId = Annotated[int, Field(gt=0, lt=2**63, strict=True)]
+RowId = Annotated[int, Field(gt=0, le=MAX_ID, strict=True)]
 TagIds = Annotated[list[RowId], Field(max_length=50)]
 
 
@@ -246,9 +249,9 @@ class TicketQuery(WireModel):
     """Query parameters of the ticket history. Several `tag` parameters: tickets with all."""
 
     status: Status | None = None
-    category: Annotated[int, Field(gt=0, lt=2**63)] | None = None
+    category: Annotated[int, Field(gt=0, le=MAX_ID)] | None = None
     priority: Priority | None = None
-    tag: Annotated[list[Annotated[int, Field(gt=0, lt=2**63)]], Field(max_length=10)] = []
+    tag: Annotated[list[Annotated[int, Field(gt=0, le=MAX_ID)]], Field(max_length=10)] = []
     subject: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
     trip_id: Annotated[str, StringConstraints(min_length=1, max_length=36)] | None = None
     partner_trip_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None

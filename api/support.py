@@ -19,6 +19,7 @@ from api.contract import ApiRoute, Contract
 from api.idempotency import Idempotency, idempotency_of, once, partner_scope, respond
 from api.problems import field_errors
 from api.schemas import (
+    MAX_ID,
     MessageCreate,
     MessagePublic,
     TicketCreate,
@@ -221,7 +222,7 @@ def _decode_cursor(value: str, digest: str) -> tuple[datetime, int]:
         stamp, ident, made_for = raw.split("|")
         when = datetime.fromisoformat(stamp)
         last_id = int(ident)
-        if when.tzinfo is None or not 0 < last_id < 2**63:
+        if when.tzinfo is None or not 0 < last_id <= MAX_ID:
             raise ValueError
     except (binascii.Error, ValueError, OverflowError, UnicodeDecodeError):
         raise InvalidInput({"cursor": "Not a cursor this API returned."}) from None

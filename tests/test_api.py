@@ -724,3 +724,23 @@ async def test_only_wire_names_are_accepted(live: LiveRelay) -> None:
         "/v1/support/tickets", headers=acc.auth, params={"created_after": "2026-01-01T00:00:00Z"}
     )
     assert invalid_names(listed) == {"created_after": "Unknown field."}
+
+
+async def test_ids_beyond_the_integer_columns_are_not_found_not_a_fault(live: LiveRelay) -> None:
+    # PostgreSQL's INTEGER is 32-bit: a bigger id names no row and must never reach the driver
+    # (schemathesis found the 500 this used to be).
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc)
+    for huge in (2**31, 2**63 - 2):
+        assert_problem(await live.http.get(f"/v1/support/tickets/{huge}", headers=acc.auth), 404)
+        path = f"/v1/admin/categories/{huge}"
+        assert_problem(await live.http.delete(path, headers=live.admin), 404)
+        patched = await live.http.patch(
+            f"/v1/support/tickets/{ticket['id']}", headers=acc.auth, json={"tags": [huge]}
+        )
+        assert list(invalid_names(patched)) == ["tags[0]"]
+        listed = await live.http.get(
+            "/v1/support/tickets", headers=acc.auth, params={"category": str(huge)}
+        )
+        assert list(invalid_names(listed)) == ["category"]
