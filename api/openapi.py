@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route
 
 from api.contract import ApiRoute, Contract
 from api.idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -45,8 +46,15 @@ _ERROR_TEXT = {
     422: "Invalid fields; `invalidParams` names each with its reason.",
 }
 
-STATIC = Path(__file__).parent / "static" / "swagger-ui"
 DOCS_PAGE = Path(__file__).parent / "templates" / "docs.html"
+# Swagger UI 5 (OpenAPI 3.1) comes from the swagger-ui-py package's static files rather
+# than a CDN or a copy in this repository; only the files the page loads are served.
+_SWAGGER = Path(str(resources.files("swagger_ui") / "static"))
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": (_SWAGGER / "swagger-ui-bundle.js", "text/javascript"),
+    "swagger-ui.css": (_SWAGGER / "swagger-ui.css", "text/css"),
+    "docs-init.js": (Path(__file__).parent / "static" / "docs-init.js", "text/javascript"),
+}
 
 
 def _error_statuses(route: ApiRoute) -> list[int]:
@@ -215,8 +223,16 @@ async def docs_page(request: Request) -> Response:
     return FileResponse(DOCS_PAGE, media_type="text/html")
 
 
+async def docs_asset(request: Request) -> Response:
+    found = DOCS_ASSETS.get(request.path_params["name"])
+    if found is None:
+        raise HTTPException(404)
+    path, media_type = found
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
+
 routes: list[BaseRoute] = [
     Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/docs", docs_page, methods=["GET"]),
-    Mount("/docs/assets", app=StaticFiles(directory=STATIC), name="docs-assets"),
+    Route("/docs/assets/{name}", docs_asset, methods=["GET"]),
 ]

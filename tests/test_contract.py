@@ -35,7 +35,7 @@ from tests.conftest import PG_URL, _asyncpg_dsn
 
 SCRIPT = Path(sys.executable).with_name("support-relay")
 # Routes that describe the API rather than belong to it.
-UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/assets"}
+UNDOCUMENTED = {"/openapi.json", "/docs", "/docs/assets/{name}"}
 
 
 def _app_routes() -> list[BaseRoute]:
@@ -194,7 +194,10 @@ def test_docs_page_and_its_assets_are_served_locally(served: Served) -> None:
         assets += [part.split('"')[0] for part in page.text.split('href="')[1:]]
         assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
         for asset in assets:
-            assert http.get(asset).status_code == 200, asset
+            served_asset = http.get(asset)
+            assert served_asset.status_code == 200 and served_asset.content, asset
+        # Only the page's own files: not the rest of the package's static directory.
+        assert http.get("/docs/assets/swagger-editor-bundle.js").status_code == 404
         document = http.get("/openapi.json").json()
         assert document["openapi"] == "3.1.0"
         assert "/v1/support/orders/{orderId}/agent" in document["paths"]
