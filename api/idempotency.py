@@ -19,13 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from relay.errors import InvalidInput
 from storage.db import SessionFactory
+from storage.idempotency import forget_expired, live_record
 from storage.models import IdempotencyRecord
 from storage.types import utcnow
 
@@ -43,13 +43,8 @@ class Idempotency:
 
     async def replay(self, sessions: SessionFactory) -> Response | None:
         """The recorded response for this key, or None when the key is new (or expired)."""
-        query = select(IdempotencyRecord).where(
-            IdempotencyRecord.owner == self.owner,
-            IdempotencyRecord.key == self.key,
-            col(IdempotencyRecord.expires_at) > utcnow(),
-        )
         async with sessions() as session:
-            row = (await session.exec(query)).first()
+            row = await live_record(session, self.owner, self.key)
         if row is None:
             return None
         if row.fingerprint != self.fingerprint:
@@ -67,11 +62,7 @@ class Idempotency:
     ) -> None:
         """Store the response in the creating transaction (flushed now, so a concurrent twin
         fails here, before anything commits)."""
-        now = utcnow()
-        # Expired keys are purged as new ones come; the expiry index keeps this cheap.
-        await session.exec(
-            delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now)
-        )
+        await forget_expired(session, self.owner, self.key)
         session.add(
             IdempotencyRecord(
                 owner=self.owner,
@@ -81,7 +72,7 @@ class Idempotency:
                 # Rendered exactly as the original response renders it: a replay is byte-equal.
                 body=bytes(JSONResponse(body).body),
                 location=location,
-                expires_at=now + self.ttl,
+                expires_at=utcnow() + self.ttl,
             )
         )
         await session.flush()

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relay.config import Settings
 from relay.delivery import DeliveryWorker, RetryPolicy
+from relay.housekeeping import Housekeeper
 from relay.inbound import InboundHandler, RelaySMTP
 from relay.outgoing import Mailer
 from relay.pipeline import InboundPipeline
@@ -62,6 +63,8 @@ class Relay:
         )
         self._smtp_server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self.housekeeper = Housekeeper(self.sessions)
+        self._housekeeping_task: asyncio.Task[None] | None = None
         self._listener: OutboxListener | None = None
 
     async def migrate(self) -> None:
@@ -90,6 +93,7 @@ class Relay:
             self._listener = OutboxListener(self.settings.database_url, self.worker.notify)
             self._listener.start()
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
+        self._housekeeping_task = asyncio.create_task(self.housekeeper.run(), name="housekeeping")
 
     async def close(self) -> None:
         if self._smtp_server is not None:
@@ -100,5 +104,8 @@ class Relay:
         if self._worker_task is not None:
             self.worker.stop()
             await self._worker_task
+        if self._housekeeping_task is not None:
+            self.housekeeper.stop()
+            await self._housekeeping_task
         await self.transport.close()
         await self.engine.dispose()

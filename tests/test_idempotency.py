@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import select
 
+from storage.db import transaction
+from storage.models import IdempotencyRecord
+from storage.types import utcnow
 from tests.harness import FLEET_INBOX, Accounts, LiveRelay
 from tests.test_api import assert_problem, invalid_names, second_partner
 
@@ -367,3 +372,30 @@ async def test_a_refused_request_records_nothing_under_its_key(live: LiveRelay) 
     made = await live.http.post("/v1/admin/categories", headers=cat_headers, json={"name": "Ok"})
     assert made.status_code == 201, made.text
     await _settled_fleet_mail(live, 1)
+
+
+async def test_expired_keys_are_reusable_and_swept_by_the_housekeeper(live: LiveRelay) -> None:
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    path = "/v1/support/demand/trips/BK-1/tickets"
+    for key in ("old-1", "old-2"):
+        body = {"subject": key, "comment": "First use."}
+        first = await live.http.post(path, headers={**acc.auth, "Idempotency-Key": key}, json=body)
+        assert first.status_code == 201, first.text
+    async with transaction(live.relay.sessions) as session:
+        for row in (await session.exec(select(IdempotencyRecord))).all():
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            session.add(row)
+
+    # An expired key is forgotten: another body under it is a new request, not a 422.
+    again = await live.http.post(
+        path,
+        headers={**acc.auth, "Idempotency-Key": "old-1"},
+        json={"subject": "reused", "comment": "Second use."},
+    )
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") is None
+    # The sweep removes the other expired record and keeps the live one.
+    assert await live.relay.housekeeper.run_once() == 1
+    async with live.relay.sessions() as session:
+        keys = [r.key for r in (await session.exec(select(IdempotencyRecord))).all()]
+    assert keys == ["old-1"]
