@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_relay(settings, _done))
     try:
         if args.command in ("category", "tag"):
-            return asyncio.run(_with_relay(settings, lambda relay: cli_catalog.run(relay, args)))
+            return asyncio.run(
+                _with_relay(settings, lambda relay: cli_catalog.run(relay, args, _print))
+            )
         return asyncio.run(_admin(settings, args))
     except ValidationError as exc:
         for err in exc.errors():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from api.schemas import CategoryCreate, CategoryPublic, TagCreate, TagPublic
@@ -38,11 +38,7 @@ def add_parsers(sub: Any) -> None:
     archive.add_argument("tag_id", type=int)
 
 
-def _print(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str))
-
-
-async def run(relay: Relay, args: argparse.Namespace) -> int:
+async def run(relay: Relay, args: argparse.Namespace, emit: Callable[[Any], None]) -> int:
     """Validation goes through the same wire models and rules as the admin API."""
     try:
         async with transaction(relay.sessions) as session:
@@ -53,24 +49,22 @@ async def run(relay: Relay, args: argparse.Namespace) -> int:
                 made = await rules.create_category(
                     session, body.name, body.description, body.parent_id
                 )
-                _print(CategoryPublic.model_validate(made).dump())
+                emit(CategoryPublic.model_validate(made).dump())
             elif args.command == "category" and args.action == "list":
                 found = await catalog.list_categories(session)
-                _print([CategoryPublic.model_validate(c).dump() for c in found])
+                emit([CategoryPublic.model_validate(c).dump() for c in found])
             elif args.command == "category":
                 await rules.archive_category(session, args.category_id)
-                _print({"archived": args.category_id})
+                emit({"archived": args.category_id})
             elif args.action == "add":
                 tag_body = TagCreate(name=args.name, keyword=args.keyword)
                 tag = await rules.create_tag(session, tag_body.name, tag_body.keyword)
-                _print(TagPublic.model_validate(tag).dump())
+                emit(TagPublic.model_validate(tag).dump())
             elif args.action == "list":
-                _print(
-                    [TagPublic.model_validate(t).dump() for t in await catalog.list_tags(session)]
-                )
+                emit([TagPublic.model_validate(t).dump() for t in await catalog.list_tags(session)])
             else:
                 await rules.archive_tag(session, args.tag_id)
-                _print({"archived": args.tag_id})
+                emit({"archived": args.tag_id})
     except RelayError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

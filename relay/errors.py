@@ -20,6 +20,9 @@ never reaches the client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class RelayError(Exception):
     """Base of every error the relay raises on purpose."""
@@ -35,7 +38,7 @@ class Conflict(RelayError):
     """The request is valid but the resource's state forbids it; the text says why."""
 
     # Extra members for the problem body (RFC 9457 extensions), e.g. the limit that applied.
-    extensions: dict[str, object] = {}
+    extensions: Mapping[str, object] = MappingProxyType({})  # read-only: shared by default
 
 
 class OpenTicketLimit(Conflict):

@@ -122,7 +122,7 @@ class TicketService:
                 assert current.id is not None
                 await within(session, current.id, False)
                 return current.id, False
-            await self._check_open_limits(session, partner, trip.id)
+            await self._check_open_limits(session, partner, trip.id, locked=True)
             ticket_id = await self._create(session, partner, trip, new, contact)
             await within(session, ticket_id, True)
         self.notify()
@@ -177,7 +177,7 @@ class TicketService:
         return ticket.id
 
     async def _check_open_limits(
-        self, session: AsyncSession, partner: Partner, trip_id: str
+        self, session: AsyncSession, partner: Partner, trip_id: str, *, locked: bool = False
     ) -> None:
         """Refuse a ticket that would exceed the open-ticket limits.
 
@@ -185,7 +185,8 @@ class TicketService:
         already serialises writers), so two concurrent requests cannot both pass the count.
         """
         assert partner.id is not None
-        await _lock_partner(session, partner.id)
+        if not locked:
+            await _lock_partner(session, partner.id)
         on_trip, overall = await open_ticket_counts(session, partner.id, trip_id)
         if on_trip >= self.limits.per_trip:
             raise OpenTicketLimit("trip", self.limits.per_trip)
@@ -272,7 +273,9 @@ class TicketService:
             ticket = await ticket_for_partner(session, partner.id, ticket_id)
             if ticket is None:
                 raise NotFound("ticket")
-            current_tags = (await tags_of(session, [ticket_id]))[ticket_id]
+            current_tags: list[int] = []
+            if changes.tag_ids is not None:  # the only change that needs the current tags
+                current_tags = (await tags_of(session, [ticket_id]))[ticket_id]
             # What the ticket already carries may be sent back even if archived since.
             new_category = changes.category_id
             if new_category == ticket.category_id:
