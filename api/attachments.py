@@ -13,6 +13,7 @@ from api.auth import current_partner, relay_of
 from api.bodies import str_param
 from api.contract import ApiRoute, Contract
 from relay.errors import NotFound
+from relay.filenames import safe_filename
 from storage.attachments import attachment_for_partner
 from storage.tickets import blob_data
 
@@ -31,13 +32,8 @@ _ACTIVE_TYPES = frozenset(
     }
 )
 _ACTIVE_WORDS = ("script", "xml", "html")
-# Bidirectional overrides make "invoice\u202efdp.exe" display as "invoiceexe.pdf".
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-)
 # RFC 5987 attr-char beyond what `quote` always keeps (letters, digits, "_.-~").
 _ATTR_CHAR_EXTRA = "!#$&+^`|"
-_MAX_NAME = 200
 
 
 def served_media_type(stored: str) -> str:
@@ -50,20 +46,6 @@ def served_media_type(stored: str) -> str:
     if any(word in media for word in _ACTIVE_WORDS):
         return OCTET_STREAM
     return media
-
-
-def _base_name(name: str) -> str:
-    """The last path part of `name`, without control characters, on one line."""
-    name = unicodedata.normalize("NFC", name)
-    name = "".join(
-        " " if unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI_CONTROLS else c
-        for c in name
-    )
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    # Leading dots would hide the file or walk up ("..") on a careless client; trailing dots
-    # and spaces are dropped by Windows anyway.
-    name = " ".join(name.split()).lstrip(". ").rstrip(". ")
-    return name[:_MAX_NAME]
 
 
 def _ascii_fallback(name: str) -> str:
@@ -79,7 +61,7 @@ def _ascii_fallback(name: str) -> str:
 def content_disposition(filename: str) -> str:
     """`attachment` with an ASCII `filename` for old clients and the exact name in
     `filename*` (RFC 6266, RFC 5987): nothing in it can end the header or name a path."""
-    name = _base_name(filename) or "attachment"
+    name = safe_filename(filename)
     encoded = quote(name, safe=_ATTR_CHAR_EXTRA, encoding="utf-8")
     return f"attachment; filename=\"{_ascii_fallback(name)}\"; filename*=UTF-8''{encoded}"
 
@@ -93,11 +75,16 @@ async def download_attachment(request: Request) -> Response:
         if attachment is None:
             raise NotFound("attachment")
         data = await blob_data(session, attachment.blob_id)
+    return download(data, served_media_type(attachment.content_type), attachment.filename)
+
+
+def download(data: bytes, media_type: str, filename: str) -> Response:
+    """A file for a browser to save, never to render in our origin."""
     headers = {
         # Set here rather than as media_type: Starlette would append a charset to text/*
         # types, claiming an encoding we do not know.
-        "Content-Type": served_media_type(attachment.content_type),
-        "Content-Disposition": content_disposition(attachment.filename),
+        "Content-Type": media_type,
+        "Content-Disposition": content_disposition(filename),
         "X-Content-Type-Options": "nosniff",
         # Should a browser render it anyway, it runs with no scripts and no origin.
         "Content-Security-Policy": "default-src 'none'; sandbox",

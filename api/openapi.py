@@ -26,6 +26,7 @@ _ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 # Path parameters by name: the same bounds `int_param` / `str_param` enforce.
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "ticketId": _ID,
+    "messageId": _ID,
     "categoryId": _ID,
     "tagId": _ID,
     "keyId": _ID,

@@ -168,6 +168,8 @@ class TicketUpdate(WireModel):
     priority: Priority | None = None
     category: RowId | None = None
     tags: TagIds | None = None
+    # Only null: acknowledges and clears the ticket's attention flag.
+    attention: None = None
 
 
 class MessageCreate(WireModel):
@@ -190,6 +192,8 @@ class TicketPublic(PublicModel):
     tags: list[int]
     contact_email: str
     callback_phone: str | None
+    # Why the ticket needs a person's eye (mail held as a suspected loop); PATCH null clears.
+    attention: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -203,13 +207,33 @@ class AttachmentPublic(PublicModel):
     created_at: datetime
 
 
+class MessageFlags(PublicModel):
+    """What the reader of a forwarded email could not see."""
+
+    # The email cited (In-Reply-To/References) a message of another ticket; it was filed here,
+    # on the ticket whose address it was sent to.
+    cites_other_ticket: bool = False
+    # How many other people the sender addressed (To/Cc); the relay sent them nothing.
+    omitted_recipients: int = 0
+
+
 class MessagePublic(PublicModel):
     id: int
     author: Literal["partner", "fleet"]
     author_name: str | None
     via: str
+    # What the person wrote: for email, without quoted history and signature.
     body: str
+    # What was cut from an email's body (quoted history, signature); null if nothing was.
+    quoted: str | None
     internal: bool
+    # "forwarded" to the other side; "automatic" (an auto-reply) and "held" (a suspected mail
+    # loop) stay on the ticket only.
+    disposition: Literal["forwarded", "automatic", "held"]
+    disposition_reason: str | None
+    flags: MessageFlags
+    # For email: GET …/messages/{id}/raw returns the message as received, addresses redacted.
+    has_raw: bool
     created_at: datetime
     attachments: list[str]
 

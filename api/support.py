@@ -138,15 +138,19 @@ async def update_ticket(request: Request) -> Response:
     ticket_id = int_param(request, "ticketId", "ticket")
     body = await read_json(request, TicketUpdate)
     clears_category = "category" in body.model_fields_set and body.category is None
+    clears_attention = "attention" in body.model_fields_set
     asked = (body.status, body.priority, body.category, body.tags)
-    if all(value is None for value in asked) and not clears_category:
-        raise InvalidInput({"body": "Send at least one of status, priority, category, tags."})
+    if all(value is None for value in asked) and not (clears_category or clears_attention):
+        raise InvalidInput(
+            {"body": "Send at least one of status, priority, category, tags, attention."}
+        )
     changes = TicketChanges(
         status=body.status,
         priority=body.priority,
         category_id=body.category,
         clear_category=clears_category,
         tag_ids=body.tags,
+        clear_attention=clears_attention,
     )
     relay = relay_of(request)
     await relay.tickets.update_ticket(partner, ticket_id, changes)

@@ -11,6 +11,7 @@ from api.schemas import (
     AgentPublic,
     AttachmentPublic,
     EventPublic,
+    MessageFlags,
     MessagePublic,
     OrderSession,
     TicketDetail,
@@ -18,7 +19,7 @@ from api.schemas import (
 )
 from relay.errors import NotFound
 from storage.catalog import categories_by_id, tags_of
-from storage.models import Category, Fleet, Ticket, Trip
+from storage.models import Category, Fleet, Message, Ticket, Trip
 from storage.tickets import conversation, events_of, ticket_attachments, ticket_for_partner
 from storage.trips import trips_by_id
 
@@ -71,21 +72,27 @@ async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) 
     return TicketDetail(
         **summary.model_dump(),
         fleet_name=fleet.name,
-        conversation=[
-            MessagePublic(
-                id=m.id or 0,
-                author="fleet" if m.author_side == "fleet" else "partner",
-                author_name=m.author_name,
-                via=m.via,
-                body=m.body,
-                internal=m.internal,
-                created_at=m.created_at,
-                attachments=files_by_message.get(m.id or 0, []),
-            )
-            for m in messages
-        ],
+        conversation=[message_public(m, files_by_message.get(m.id or 0, [])) for m in messages],
         attachments=[AttachmentPublic.model_validate(f) for f in files],
         events=[EventPublic.model_validate(e) for e in events],
+    )
+
+
+def message_public(message: Message, attachment_ids: list[str]) -> MessagePublic:
+    return MessagePublic(
+        id=message.id or 0,
+        author="fleet" if message.author_side == "fleet" else "partner",
+        author_name=message.author_name,
+        via=message.via,
+        body=message.body,
+        quoted=message.quoted,
+        internal=message.internal,
+        disposition=message.disposition,
+        disposition_reason=message.disposition_reason,
+        flags=MessageFlags.model_validate(message.flags or {}),
+        has_raw=message.raw_blob_id is not None,
+        created_at=message.created_at,
+        attachments=attachment_ids,
     )
 
 

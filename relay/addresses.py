@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import re
+from email import errors
 from email.headerregistry import Address
 
 from email_validator import EmailNotValidError, validate_email
+
+from relay.headers import readable
 
 _ADDRESS_IN_NAME = re.compile(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
 
@@ -41,12 +44,20 @@ def parse_single_sender(header_value: str) -> str | None:
     """
     from email.headerregistry import HeaderRegistry
 
+    header_value = readable(header_value)  # raw 8-bit bytes in a name are not an ambiguity
     try:
         header = HeaderRegistry()("from", header_value)
         addresses: tuple[Address, ...] = header.addresses  # type: ignore[attr-defined]
     except Exception:
         return None
-    if len(addresses) != 1 or header.defects:
+    # A display name in an unknown charset or with bytes that do not decode is unreadable,
+    # not ambiguous (the address itself is checked strictly below); any other defect is.
+    unreadable = (errors.CharsetError, errors.UndecodableBytesDefect)
+    defects = [d for d in header.defects if not isinstance(d, unreadable)]
+    if len(addresses) != 1 or defects:
+        return None
+    # A group ("Desk: a@b.example;") is not a mailbox: RFC 5322 allows none in From.
+    if any(group.display_name is not None for group in header.groups):  # type: ignore[attr-defined]
         return None
     modern = addresses[0].addr_spec
     # A display name that shows a different address is a spoofing trick, not a name.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from email import message_from_bytes, policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -26,6 +27,9 @@ class FilePart:
     filename: str
     content_type: str
     data: bytes
+    # Set for an image the HTML shows inline ("cid:<content_id>"): sent beside the HTML in
+    # multipart/related instead of as an attachment.
+    content_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,15 +79,44 @@ def build_email(
         msg["In-Reply-To"] = threading.in_reply_to
     if threading.references:
         msg["References"] = " ".join(threading.references[-20:])
+    # RFC 3834: everything the relay sends is machine-generated, so well-behaved responders
+    # stay silent, and our loop marker lets us recognise our own mail if it comes back.
+    msg["Auto-Submitted"] = "auto-generated"
     msg[LOOP_HEADER] = domain
     msg.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    for part in files:
+    html_part = msg.get_payload(1)
+    assert isinstance(html_part, EmailMessage)
+    # Inline images first: add_related must reach the HTML part before add_attachment
+    # turns the message into multipart/mixed.
+    for part in sorted(files, key=lambda f: f.content_id is None):
         maintype, _, subtype = part.content_type.partition("/")
-        msg.add_attachment(
-            part.data,
-            maintype=maintype or "application",
-            subtype=subtype or "octet-stream",
-            filename=header_text(part.filename, 200) or "attachment",
-        )
+        maintype, subtype = maintype or "application", subtype or "octet-stream"
+        filename = header_text(part.filename, 200) or "attachment"
+        if part.content_id:
+            html_part.add_related(
+                part.data,
+                maintype=maintype,
+                subtype=subtype,
+                cid=f"<{part.content_id}>",
+                filename=filename,
+                disposition="inline",
+            )
+        elif part.content_type == "message/rfc822" and (inner := _as_message(part.data)):
+            # RFC 2046 5.2.1: an attached email is never base64; it travels as a message.
+            msg.add_attachment(inner, filename=filename)
+        else:
+            if maintype == "message":  # one too broken to carry as a message: plain bytes
+                maintype, subtype = "application", "octet-stream"
+            msg.add_attachment(part.data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
+
+
+def _as_message(data: bytes) -> EmailMessage | None:
+    """`data` as an email that serialises cleanly, or None to send it as plain bytes."""
+    try:
+        inner = message_from_bytes(data, policy=policy.default)
+        inner.as_bytes(policy=policy.SMTP)
+    except Exception:
+        return None
+    return inner if isinstance(inner, EmailMessage) else None

@@ -101,6 +101,21 @@ class Settings(BaseSettings):
     # Mail to a closed ticket reopens it within this many seconds of closing; later it is refused.
     reopen_window: int = 7 * 24 * 3600
 
+    # Inbound mail. Structure limits are checked on the raw bytes before any MIME parsing.
+    max_mime_depth: int = Field(default=20, ge=1)
+    max_mime_parts: int = Field(default=500, ge=1)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_line_bytes: int = Field(default=10_000, ge=998)
+    # SMTP connections one client IP may hold open at once.
+    max_connections_per_client: int = Field(default=20, ge=1)
+    # More than this many messages to one alias within loop_window seconds are held, not
+    # forwarded, and the ticket is flagged: two auto-responders cannot ping-pong through us.
+    loop_max_messages: int = Field(default=20, ge=1)
+    loop_window: int = Field(default=3600, ge=1)
+    # Remote (http/https) images in forwarded HTML load from their senders' servers and can
+    # track the reader; off by default, inline (cid:) images are always kept.
+    allow_remote_images: bool = False
+
     # Delivery.
     delivery_lifetime: int = 4 * 24 * 3600
     delivery_backoff_base: float = 30.0

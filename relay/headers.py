@@ -10,9 +10,18 @@ import unicodedata
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def readable(value: str) -> str:
+    """`value` without lone surrogates: Python's mail parser keeps undecodable header bytes
+    as surrogates, which no database or encoder will take. They become U+FFFD."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def header_text(value: str, max_length: int = 900) -> str:
     """A single-line, control-free version of `value`, safe to place in any header."""
-    value = unicodedata.normalize("NFC", value)
+    value = unicodedata.normalize("NFC", readable(value))
     value = _UNSAFE.sub(" ", value)
     value = re.sub(r"\s+", " ", value).strip()
     return value[:max_length]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -13,6 +15,7 @@ from relay.errors import InboundRefused, RelayDenied, UnknownAlias
 from relay.pipeline import InboundPipeline
 from relay.replies import (
     S250_RCPT_OK,
+    S421_TOO_MANY_CONNECTIONS,
     S451_TRY_LATER,
     S452_TOO_MANY_RCPT,
     S500_LINE_TOO_LONG,
@@ -26,15 +29,71 @@ from storage.tickets import active_alias
 log = logging.getLogger(__name__)
 
 
+class ConnectionLimiter:
+    """Counts open SMTP connections per client IP, shared by every connection of a server."""
+
+    def __init__(self, per_client: int) -> None:
+        self.per_client = per_client
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, client: str) -> bool:
+        if self._open[client] >= self.per_client:
+            return False
+        self._open[client] += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
+
+
 class RelaySMTP(SMTP):
-    """aiosmtpd's server with its few fixed replies given enhanced status codes."""
+    """aiosmtpd's server with its few fixed replies given enhanced status codes, and a cap
+    on connections per client IP."""
 
     _REWRITES = {
         "552 Error: Too much mail data": S552_TOO_BIG,
         "500 Line too long (see RFC5321 4.5.3.1.6)": S500_LINE_TOO_LONG,
     }
 
+    def __init__(
+        self, handler: Any, *, limiter: ConnectionLimiter, max_line_bytes: int, **kwargs: Any
+    ) -> None:
+        # aiosmtpd sizes its stream reader from this in __init__, so it is set first; its
+        # default (1001) refuses real mail whose senders ignore RFC 5322's 998.
+        self.line_length_limit = max_line_bytes + 3  # CRLF and a transparency dot
+        super().__init__(handler, **kwargs)
+        self.limiter = limiter
+        self._counted_client: str | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._counted_client is not None:  # STARTTLS re-enters here on the same connection
+            return
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        if self.limiter.acquire(client):
+            self._counted_client = client
+            return
+        log.info("refused connection from %s: too many open", client)
+        self._refused = True
+        # Written before the greeting (the client task has not run yet), then closed: the
+        # client sees one 421 line, as RFC 5321 section 3.8 allows in place of the greeting.
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(f"{S421_TOO_MANY_CONNECTIONS}\r\n".encode())
+        transport.close()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted_client is not None:
+            self.limiter.release(self._counted_client)
+            self._counted_client = None
+        super().connection_lost(error)
+
     async def push(self, status: Any) -> None:
+        if self._refused:  # the 421 was the last word; the client task must not greet
+            return
         if isinstance(status, str):
             if status.startswith("552 Error: message size exceeds"):
                 status = S552_TOO_BIG

@@ -1,17 +1,38 @@
-"""Inbound bytes → ParsedMessage: the few facts the pipeline needs, read once, defensively."""
+"""Inbound bytes → ParsedMessage: the few facts the pipeline needs, read once, defensively.
+
+Nothing here raises on broken input: a header the parser cannot read counts as absent, an
+unknown charset or invalid UTF-8 is decoded with replacement characters, a part whose
+transfer encoding is broken yields what Python's decoder recovers. Structure limits are
+enforced before this runs (`relay.mime_limits`), so the parse itself is bounded.
+"""
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 
-from relay.compose import FilePart
+from relay.automatic import AUTOMATIC_HEADERS
+from relay.compose import LOOP_HEADER, FilePart
+from relay.filenames import safe_filename
 from relay.headers import header_text
+from relay.html import html_to_text
 
 _MSGID = re.compile(r"<[^<>\s]{1,250}>")
+# Headers read for classification: the RFC 3834 family and our own loop marker.
+_CLASSIFY_HEADERS = (*AUTOMATIC_HEADERS, LOOP_HEADER.lower())
+
+
+@dataclass(frozen=True)
+class InlinePart:
+    """An image the HTML body shows by `cid:` reference, with the sender's Content-ID."""
+
+    content_id: str
+    file: FilePart
 
 
 @dataclass
@@ -22,7 +43,13 @@ class ParsedMessage:
     message_id: str | None
     references: list[str]
     text: str
+    html: str | None = None
     attachments: list[FilePart] = field(default_factory=list)
+    inline: list[InlinePart] = field(default_factory=list)
+    # Lower-cased header name → value, for the automatic-mail and loop checks.
+    headers: dict[str, str] = field(default_factory=dict)
+    # Every address in To and Cc, as well as the lenient parser can read them.
+    recipients: list[str] = field(default_factory=list)
     body_digest: str = ""
 
 
@@ -39,77 +66,153 @@ def _msgids(value: str | None) -> list[str]:
 
 
 def _decode_part(part: Message) -> str:
-    payload = part.get_payload(decode=True)
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        return ""
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
     try:
+        charset = part.get_content_charset() or "utf-8"
         return payload.decode(charset, errors="replace")
-    except LookupError:  # unknown charset: still readable as UTF-8 with replacements
+    except (LookupError, ValueError):  # unknown charset: still readable as UTF-8
         return payload.decode("utf-8", errors="replace")
 
 
-def _html_to_text(html: str) -> str:
-    import html as html_lib
-
-    text = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", "", html)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>|</li>|</h\d>", "\n", text)
-    text = re.sub(r"<[^>]+>", "", text)
-    text = html_lib.unescape(text)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-def _body_text(msg: EmailMessage) -> str:
+def _body_part(msg: EmailMessage, subtype: str) -> Message | None:
     try:
-        part = msg.get_body(preferencelist=("plain", "html"))
+        return msg.get_body(preferencelist=(subtype,))
     except Exception:
-        part = None
-    if part is None:
-        return ""
-    text = _decode_part(part)
-    if part.get_content_type() == "text/html":
-        text = _html_to_text(text)
-    return text.replace("\r\n", "\n").strip()
+        return None
 
 
-def _attachments(msg: EmailMessage) -> list[FilePart]:
-    files: list[FilePart] = []
+def _file(part: Message) -> FilePart | None:
     try:
-        parts = list(msg.iter_attachments())
+        content_type = part.get_content_type()
+        if content_type == "message/rfc822":
+            # An attached email is a file like any other; its own parts are not ours to read.
+            inner = part.get_payload(0)
+            data: object = (
+                inner.as_bytes(policy=policy.SMTP) if isinstance(inner, Message) else None
+            )
+            name = part.get_filename() or "message.eml"
+        else:
+            data = part.get_payload(decode=True)
+            name = part.get_filename() or ""
     except Exception:
-        return files
+        return None
+    if not isinstance(data, bytes):
+        return None
+    return FilePart(
+        filename=safe_filename(str(name)),
+        content_type=content_type,
+        data=data,
+    )
+
+
+def _leaves(part: Message) -> Iterator[Message]:
+    """Every non-multipart part below `part`, depth first (depth is bounded by the pre-scan)."""
+    if not part.is_multipart() or part.get_content_type() == "message/rfc822":
+        yield part
+        return
+    payload = part.get_payload()
+    for child in payload if isinstance(payload, list) else ():
+        if isinstance(child, Message):
+            yield from _leaves(child)
+
+
+def _is_file(part: Message) -> bool:
+    """A part the sender attached or embedded, as opposed to an unnamed piece of text."""
+    maintype = part.get_content_maintype()
+    if maintype not in ("text", "multipart"):
+        return True
+    return part.get_content_disposition() == "attachment" or bool(part.get_filename())
+
+
+def _files(
+    msg: EmailMessage, bodies: tuple[Message | None, ...]
+) -> tuple[list[FilePart], list[InlinePart]]:
+    """Attachments, and the images the HTML cites by Content-ID (kept apart so the forward
+    can place them beside its HTML again)."""
+    attachments: list[FilePart] = []
+    inline: list[InlinePart] = []
+    try:
+        parts = [p for p in _leaves(msg) if all(p is not b for b in bodies) and _is_file(p)]
+    except Exception:
+        return attachments, inline
     for part in parts:
-        data = part.get_payload(decode=True)
-        if not isinstance(data, bytes):
+        file = _file(part)
+        if file is None:
             continue
-        filename = header_text(part.get_filename() or "", 200)
-        filename = filename.replace("/", "_").replace("\\", "_").lstrip(".") or "attachment"
-        files.append(FilePart(filename=filename, content_type=part.get_content_type(), data=data))
-    return files
+        content_id = _msgids(_header(part, "Content-ID"))
+        if content_id and file.content_type.startswith("image/"):
+            inline.append(InlinePart(content_id[0][1:-1], file))
+        else:
+            attachments.append(file)
+    return attachments, inline
+
+
+def _raw_from(msg: Message) -> str | None:
+    """The From header exactly as sent, unfolded; several From headers are joined so the
+    strict check sees several addresses and refuses them.
+
+    Not `msg["From"]`: policy.default re-renders the value, and for inputs such as
+    `a@b.example)<c@d.example>` the rendering hides the ambiguity the check looks for.
+    """
+    values = [str(v) for name, v in msg.raw_items() if name.lower() == "from"]
+    if not values:
+        return None
+    return ", ".join(re.sub(r"\r?\n(?=[ \t])", "", v).strip() for v in values)
+
+
+def _recipients(msg: Message) -> list[str]:
+    values = [v for name in ("To", "Cc") if (v := _header(msg, name))]
+    try:
+        pairs = email.utils.getaddresses(values)
+    except Exception:
+        return []
+    return [address.lower() for _, address in pairs if "@" in address]
+
+
+def _from_name(msg: EmailMessage) -> str:
+    try:
+        addresses = msg["From"].addresses
+        return str(addresses[0].display_name) if addresses else ""
+    except Exception:
+        return ""
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
     msg = message_from_bytes(raw, policy=policy.default)
     assert isinstance(msg, EmailMessage)
-    from_header = _header(msg, "From")
-    name = ""
-    if from_header:
-        try:
-            addresses = msg["From"].addresses
-            name = addresses[0].display_name if addresses else ""
-        except Exception:
-            name = ""
+    plain = _body_part(msg, "plain")
+    html_part = _body_part(msg, "html")
+    html = _decode_part(html_part) if html_part is not None else None
+    if plain is not None:
+        text = _decode_part(plain)
+    else:
+        text = html_to_text(html) if html else ""
+    attachments, inline = _files(msg, (plain, html_part))
     ids = _msgids(_header(msg, "Message-ID"))
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = raw.partition(b"\n\n")
+    headers = {
+        name: header_text(value, 200)
+        for name in _CLASSIFY_HEADERS
+        if (value := _header(msg, name)) is not None
+    }
     return ParsedMessage(
-        from_header=from_header,
-        from_name=header_text(name, 200),
+        from_header=_raw_from(msg),
+        from_name=header_text(_from_name(msg), 200),
         subject=header_text(_header(msg, "Subject") or "", 500),
         message_id=ids[0] if ids else None,
         references=_msgids(_header(msg, "In-Reply-To")) + _msgids(_header(msg, "References")),
-        text=_body_text(msg),
-        attachments=_attachments(msg),
+        text=text.replace("\r\n", "\n").strip(),
+        html=html,
+        attachments=attachments,
+        inline=inline,
+        headers=headers,
+        recipients=_recipients(msg),
         body_digest=hashlib.sha256(body).hexdigest(),
     )

@@ -1,10 +1,16 @@
-"""Inbound mail in ordered steps: parse, resolve, authorize, dedupe, reopen, store, name the
-agent, forward.
+"""Inbound mail in ordered steps.
+
+Once per SMTP transaction the message is screened (`relay.screening`: structure limits,
+parse, file limits) and our own mail coming back is discarded. Then, for each recipient
+alias: resolve → authorize → deduplicate → classify (automatic?) → hold if flooded →
+reopen if closed → read (reply text, safe HTML) → flag (other ticket cited, third parties)
+→ store → name the agent → forward.
 
 A step stops the flow by raising an `InboundRefused` (the sender gets its 5xx) or by
-marking the context done (a duplicate: acknowledged, nothing stored twice). Every alias
-of one SMTP transaction is processed in ONE database transaction; the caller answers 250
-only after it commits.
+marking the context done (a duplicate: acknowledged, nothing stored twice). Automatic and
+held mail is stored but goes no further than `store`: no reopen, no agent, no forward, no
+notice back. Every alias of one SMTP transaction is processed in ONE database transaction;
+the caller answers 250 only after it commits.
 """
 
 from __future__ import annotations
@@ -14,20 +20,26 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
+from markupsafe import Markup
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.addresses import parse_single_sender, sender_allowed
+from relay.automatic import automatic_reason
 from relay.compose import FilePart
-from relay.errors import MalformedMessage, SenderNotAllowed, UnknownAlias
+from relay.content import Masker, ReplyContent, read_content
+from relay.errors import SenderNotAllowed, UnknownAlias
 from relay.lifecycle import CLOSED, OPEN, TicketClosedForReplies, may_reopen_by_mail
-from relay.masking import mask_addresses
 from relay.outgoing import Mailer, TicketBundle, load_bundle
-from relay.parsing import ParsedMessage, parse_message
-from relay.replies import S250_DUPLICATE, S250_OK
+from relay.parsing import ParsedMessage
+from relay.raw_view import masked_raw
+from relay.replies import S250_DISCARDED, S250_DUPLICATE, S250_OK
+from relay.screening import ScreeningLimits, is_loop, screen
 from relay.threads import threading_for
 from storage.db import SessionFactory, transaction
+from storage.inbound import cites_other_ticket, messages_since
 from storage.models import Alias, Attachment, Message, Ticket
 from storage.tickets import (
     FLEET,
@@ -42,6 +54,21 @@ from storage.tickets import (
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
+
+FORWARDED = "forwarded"
+AUTOMATIC = "automatic"
+HELD = "held"
+
+
+@dataclass(frozen=True)
+class InboundPolicy:
+    """The limits and windows the steps apply, read from settings once."""
+
+    screening: ScreeningLimits
+    reopen_window: timedelta = timedelta(days=7)
+    loop_max_messages: int = 20
+    loop_window: timedelta = timedelta(hours=1)
+    allow_remote_images: bool = False
 
 
 @dataclass
@@ -66,10 +93,18 @@ class InboundContext:
     bundle: TicketBundle | None = None
     sender: str | None = None
     dedup_key: str = ""
+    disposition: str = FORWARDED
+    disposition_reason: str | None = None
+    content: ReplyContent | None = None
+    flags: dict[str, object] = field(default_factory=dict)
     message: Message | None = None
     files: list[FilePart] = field(default_factory=list)
     done: bool = False
     duplicate: bool = False
+
+    @property
+    def forwarding(self) -> bool:
+        return self.disposition == FORWARDED
 
     @property
     def side(self) -> str:
@@ -91,17 +126,21 @@ class InboundPipeline:
         sessions: SessionFactory,
         mailer: Mailer,
         notify: Callable[[], None],
-        reopen_window: timedelta = timedelta(days=7),
+        policy: InboundPolicy,
     ) -> None:
         self.sessions = sessions
         self.mailer = mailer
         self.notify = notify
-        self.reopen_window = reopen_window
+        self.policy = policy
         self.steps: list[Step] = [
             self.resolve,
             self.authorize,
             self.deduplicate,
+            self.classify,
+            self.hold_if_flooded,
             self.reopen_if_closed,
+            self.read,
+            self.flag,
             self.store,
             self.name_agent,
             self.forward,
@@ -109,11 +148,11 @@ class InboundPipeline:
 
     async def process(self, raw: bytes, mail_from: str, local_parts: Sequence[str]) -> str:
         """Run every step for every alias; return the SMTP reply after the commit."""
-        try:
-            parsed = parse_message(raw)
-        except Exception:
-            log.exception("unparseable message refused")
-            raise MalformedMessage() from None
+        parsed = screen(raw, self.policy.screening)
+        if is_loop(parsed, self.mailer.domain):
+            # Accepted and dropped: refusing would make the sender bounce it back to us.
+            log.warning("discarded the relay's own mail coming back (loop) from %r", mail_from)
+            return S250_DISCARDED
         for attempt in (1, 2):
             try:
                 contexts = await self._run(raw, mail_from, local_parts, parsed)
@@ -122,8 +161,9 @@ class InboundPipeline:
                 # A concurrent copy of the same message committed first; rerun to see it.
                 if attempt == 2:
                     raise
-        if any(not c.duplicate for c in contexts):
+        if any(c.forwarding and not c.duplicate for c in contexts):
             self.notify()
+        if any(not c.duplicate for c in contexts):
             return S250_OK
         return S250_DUPLICATE
 
@@ -168,20 +208,61 @@ class InboundPipeline:
 
     async def deduplicate(self, ctx: InboundContext) -> None:
         # Message-ID alone is forgeable; with the body's digest a copied ID suppresses
-        # nothing but a byte-identical resend of the same message.
-        basis = f"{ctx.mail.parsed.message_id or ''}\0{ctx.mail.parsed.body_digest}"
-        ctx.dedup_key = hashlib.sha256(basis.encode()).hexdigest()
+        # nothing but a byte-identical resend of the same message. Without a Message-ID
+        # the whole message is the key: two different mails that both say "Yes." differ in
+        # Date or elsewhere, while a client's resend after a timeout is the same bytes.
+        parsed = ctx.mail.parsed
+        if parsed.message_id:
+            basis = f"{parsed.message_id}\0{parsed.body_digest}".encode()
+        else:
+            basis = b"\0" + ctx.mail.raw
+        ctx.dedup_key = hashlib.sha256(basis).hexdigest()
         assert ctx.alias is not None and ctx.alias.id is not None
         if await duplicate_exists(ctx.session, ctx.alias.id, ctx.dedup_key):
             ctx.duplicate = ctx.done = True
 
-    async def reopen_if_closed(self, ctx: InboundContext) -> None:
-        """A reply to a recently closed ticket reopens it; after the window it is refused."""
+    async def classify(self, ctx: InboundContext) -> None:
+        """RFC 3834: an auto-reply is kept on the ticket, never forwarded or acted on."""
+        reason = automatic_reason(ctx.mail.parsed.headers, ctx.mail.mail_from)
+        if reason is not None:
+            ctx.disposition, ctx.disposition_reason = AUTOMATIC, reason
+
+    async def hold_if_flooded(self, ctx: InboundContext) -> None:
+        """More mail on one alias than a person writes is held, and the ticket flagged: two
+        responders that do not mark their mail automatic cannot ping-pong through us."""
+        if not ctx.forwarding:
+            return
+        assert ctx.alias is not None and ctx.alias.id is not None
+        since = utcnow() - self.policy.loop_window
+        limit = self.policy.loop_max_messages
+        if await messages_since(ctx.session, ctx.alias.id, since) < limit:
+            return
+        seconds = int(self.policy.loop_window.total_seconds())
+        ctx.disposition = HELD
+        ctx.disposition_reason = f"more than {limit} messages to this address within {seconds} s"
         ticket = ctx.ticket
-        if ticket.status != CLOSED:
+        if ticket.attention is None:
+            assert ticket.id is not None
+            ticket.attention = f"mail held: {ctx.disposition_reason}"
+            ctx.session.add(ticket)
+            record_event(
+                ctx.session,
+                ticket.id,
+                "mail.held",
+                ctx.side,
+                via="email",
+                limit=limit,
+                windowSeconds=seconds,
+            )
+
+    async def reopen_if_closed(self, ctx: InboundContext) -> None:
+        """A reply to a recently closed ticket reopens it; after the window it is refused.
+        Automatic and held mail is only filed: it changes no status."""
+        ticket = ctx.ticket
+        if ticket.status != CLOSED or not ctx.forwarding:
             return
         assert ticket.id is not None
-        if not may_reopen_by_mail(ticket.closed_at, utcnow(), self.reopen_window):
+        if not may_reopen_by_mail(ticket.closed_at, utcnow(), self.policy.reopen_window):
             assert ticket.closed_at is not None
             raise TicketClosedForReplies(ticket.id, ticket.closed_at)
         record_event(
@@ -195,21 +276,55 @@ class InboundPipeline:
         ticket.status = OPEN
         ticket.closed_at = None
 
+    async def read(self, ctx: InboundContext) -> None:
+        """The reply text apart from its quotes, the HTML made safe, all of it masked."""
+        assert ctx.bundle is not None
+        parsed = ctx.mail.parsed
+        reader_alias = self.mailer.address_of(ctx.bundle, other_side(ctx.side))
+        # Third parties the sender copied are hidden from the reader too.
+        others = self._outside(parsed.recipients)
+        addresses = [*ctx.bundle.real_addresses(), ctx.sender or "", ctx.mail.mail_from, *others]
+        ctx.content = read_content(
+            parsed,
+            Masker(addresses, reader_alias),
+            new_content_id=lambda: self.mailer.new_message_id()[1:-1],
+            redact_email=partial(masked_raw, domain=self.mailer.domain),
+            allow_remote_images=self.policy.allow_remote_images,
+        )
+
+    async def flag(self, ctx: InboundContext) -> None:
+        """Note what the reader cannot see: a citation of another ticket's mail, and people
+        the sender copied (they get nothing from us; the ticket records how many)."""
+        parsed = ctx.mail.parsed
+        assert ctx.ticket.id is not None
+        if await cites_other_ticket(ctx.session, ctx.ticket.id, parsed.references):
+            ctx.flags["citesOtherTicket"] = True
+        assert ctx.bundle is not None
+        # The sender and either side's own addresses (a reply-all) are not third parties.
+        known = {a.lower() for a in (*ctx.bundle.real_addresses(), ctx.sender or "")}
+        omitted = {r for r in self._outside(parsed.recipients) if r not in known}
+        if omitted:
+            ctx.flags["omittedRecipients"] = len(omitted)
+
+    def _outside(self, addresses: Sequence[str]) -> list[str]:
+        """The addresses that are not the relay's own aliases."""
+        suffix = f"@{self.mailer.domain}"
+        return [a for a in addresses if not a.lower().endswith(suffix)]
+
     async def store(self, ctx: InboundContext) -> None:
-        assert ctx.bundle is not None and ctx.alias is not None
+        assert ctx.bundle is not None and ctx.alias is not None and ctx.content is not None
         ticket = ctx.ticket
         assert ticket.id is not None
-        reader = other_side(ctx.side)
-        reader_alias = self.mailer.address_of(ctx.bundle, reader)
-        addresses = [*ctx.bundle.real_addresses(), ctx.sender or "", ctx.mail.mail_from]
-        body = mask_addresses(ctx.mail.parsed.text, addresses, reader_alias)
-        mail = ctx.mail
+        mail, content = ctx.mail, ctx.content
+        files = [*content.attachments, *content.inline]
         if mail.raw_blob_id is None:
-            # Several aliases of one transaction share the bytes: store them once.
+            # Several aliases of one transaction share the bytes: store them once. (Masking
+            # depends on the reader, but only names differ: an attached email is redacted
+            # of every outside address whoever reads it.)
             mail.raw_blob_id = (await store_blob(ctx.session, mail.raw)).id
-            for part in mail.parsed.attachments:
+            for part in files:
                 mail.part_blob_ids.append((await store_blob(ctx.session, part.data)).id)
-        author_id = ctx.mail.parsed.message_id or self.mailer.new_message_id()
+        author_id = mail.parsed.message_id or self.mailer.new_message_id()
         reader_id = self.mailer.new_message_id()
         message = Message(
             ticket_id=ticket.id,
@@ -217,7 +332,12 @@ class InboundPipeline:
             via="email",
             author_name=ctx.bundle.name_of(ctx.side),
             sender_address=ctx.sender,
-            body=body,
+            body=content.new,
+            quoted=content.quoted or None,
+            html=content.html,
+            disposition=ctx.disposition,
+            disposition_reason=ctx.disposition_reason,
+            flags=ctx.flags,
             alias_id=ctx.alias.id,
             dedup_key=ctx.dedup_key,
             raw_blob_id=mail.raw_blob_id,
@@ -227,7 +347,7 @@ class InboundPipeline:
         ctx.session.add(message)
         await ctx.session.flush()
         assert message.id is not None
-        for part, blob_id in zip(mail.parsed.attachments, mail.part_blob_ids, strict=True):
+        for part, blob_id in zip(files, mail.part_blob_ids, strict=True):
             ctx.session.add(
                 Attachment(
                     partner_id=ticket.partner_id,
@@ -238,21 +358,32 @@ class InboundPipeline:
                     content_type=part.content_type,
                     size=len(part.data),
                     sha256=hashlib.sha256(part.data).hexdigest(),
+                    content_id=part.content_id,
                 )
             )
-        ctx.files = list(ctx.mail.parsed.attachments)
+        ctx.files = files
         ctx.message = message
         touch(ctx.session, ticket)
-        record_event(
-            ctx.session, ticket.id, "message.received", ctx.side, via="email", messageId=message.id
-        )
+        detail: dict[str, object] = {"messageId": message.id}
+        if not ctx.forwarding:
+            detail["disposition"] = ctx.disposition
+        record_event(ctx.session, ticket.id, "message.received", ctx.side, via="email", **detail)
+        if "omittedRecipients" in ctx.flags:
+            record_event(
+                ctx.session,
+                ticket.id,
+                "message.recipients_omitted",
+                ctx.side,
+                messageId=message.id,
+                count=ctx.flags["omittedRecipients"],
+            )
 
     async def name_agent(self, ctx: InboundContext) -> None:
         """The person who last answered for the fleet is the session's agent, unless the
         partner named one through the API."""
         name = ctx.mail.parsed.from_name.strip()
         ticket = ctx.ticket
-        if ctx.side != FLEET or not name or ticket.agent_source == PARTNER:
+        if not ctx.forwarding or ctx.side != FLEET or not name or ticket.agent_source == PARTNER:
             return
         if ticket.agent_name != name:
             ticket.agent_name = name[:200]
@@ -262,7 +393,9 @@ class InboundPipeline:
         ctx.session.add(ticket)
 
     async def forward(self, ctx: InboundContext) -> None:
-        assert ctx.bundle is not None and ctx.message is not None
+        if not ctx.forwarding:
+            return
+        assert ctx.bundle is not None and ctx.message is not None and ctx.content is not None
         reader = other_side(ctx.side)
         assert ctx.ticket.id is not None
         threading = await threading_for(
@@ -284,6 +417,9 @@ class InboundPipeline:
             message_id=reader_msgid,
             threading=threading,
             files=ctx.files,
-            body=ctx.message.body,
+            body=ctx.content.new,
+            quoted=ctx.content.quoted,
+            # Sanitised by nh3 in `read_content`: the template may place it unescaped.
+            html=Markup(ctx.content.html) if ctx.content.html else None,
             author_name=ctx.bundle.name_of(ctx.side),
         )

@@ -11,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from relay.config import Settings
 from relay.delivery import DeliveryWorker, RetryPolicy
 from relay.housekeeping import Housekeeper
-from relay.inbound import InboundHandler, RelaySMTP
+from relay.inbound import ConnectionLimiter, InboundHandler, RelaySMTP
+from relay.mime_limits import MimeLimits
 from relay.outgoing import Mailer
-from relay.pipeline import InboundPipeline
+from relay.pipeline import InboundPipeline, InboundPolicy
 from relay.rendering import Renderer
+from relay.screening import ScreeningLimits
 from relay.tickets import OpenLimits, TicketService
 from relay.transport import Transport, make_transport
 from relay.wakeup import OutboxListener
@@ -22,6 +24,25 @@ from storage.db import SessionFactory, make_engine, make_sessions
 from storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
+
+
+def inbound_policy(settings: Settings) -> InboundPolicy:
+    return InboundPolicy(
+        screening=ScreeningLimits(
+            mime=MimeLimits(
+                max_depth=settings.max_mime_depth,
+                max_parts=settings.max_mime_parts,
+                max_header_bytes=settings.max_header_bytes,
+                max_line_bytes=settings.max_line_bytes,
+            ),
+            max_attachments=settings.max_attachments,
+            max_attachment_size=settings.max_attachment_size,
+        ),
+        reopen_window=timedelta(seconds=settings.reopen_window),
+        loop_max_messages=settings.loop_max_messages,
+        loop_window=timedelta(seconds=settings.loop_window),
+        allow_remote_images=settings.allow_remote_images,
+    )
 
 
 class Relay:
@@ -56,10 +77,7 @@ class Relay:
             ),
         )
         self.pipeline = InboundPipeline(
-            self.sessions,
-            self.mailer,
-            self.worker.notify,
-            reopen_window=timedelta(seconds=settings.reopen_window),
+            self.sessions, self.mailer, self.worker.notify, inbound_policy(settings)
         )
         self._smtp_server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -73,10 +91,13 @@ class Relay:
     async def start_smtp(self) -> None:
         handler = InboundHandler(self.settings, self.sessions, self.pipeline)
         hostname = self.settings.smtp_hostname or self.settings.domain
+        limiter = ConnectionLimiter(self.settings.max_connections_per_client)
         loop = asyncio.get_running_loop()
         self._smtp_server = await loop.create_server(
             lambda: RelaySMTP(
                 handler,
+                limiter=limiter,
+                max_line_bytes=self.settings.max_line_bytes,
                 data_size_limit=self.settings.max_message_size,
                 hostname=hostname,
                 ident="support-relay",

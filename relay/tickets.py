@@ -61,6 +61,7 @@ class TicketChanges:
     category_id: int | None = None
     clear_category: bool = False
     tag_ids: Sequence[int] | None = None
+    clear_attention: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,8 @@ class TicketService:
                     threading=threading,
                     files=files,
                     body=message.body,
+                    quoted="",  # written through the API: nothing is quoted
+                    html=None,
                     author_name=partner.name,
                 )
             if within is not None:
@@ -296,6 +299,8 @@ class TicketService:
                 changed |= self._change(session, ticket, "category_id", value, "category")
             if changes.tag_ids is not None:
                 changed |= await _retag(session, ticket_id, current_tags, changes.tag_ids)
+            if changes.clear_attention:
+                changed |= self._change(session, ticket, "attention", None, "attention")
             if changed:  # a PATCH that changes nothing must not reorder the history
                 touch(session, ticket)
             if tell_fleet is not None:

@@ -128,6 +128,8 @@ class Ticket(SQLModel, table=True):
     updated_at: datetime = _ts()
     # When the ticket was last closed: mail after the reopen window is refused, not lost.
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Why the ticket needs a person's eye (mail held as a suspected loop); None when it does not.
+    attention: str | None = Field(default=None, max_length=200)
 
 
 class TicketTag(SQLModel, table=True):
@@ -162,6 +164,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("alias_id", "dedup_key"),
         Index("ix_message_ticket_created", "ticket_id", "created_at", "id"),
+        Index("ix_message_alias_created", "alias_id", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -180,6 +183,17 @@ class Message(SQLModel, table=True):
     dedup_key: str | None = Field(default=None, max_length=64)
     fleet_msgid: str | None = Field(default=None, max_length=255, index=True)
     partner_msgid: str | None = Field(default=None, max_length=255, index=True)
+    # What became of it: "forwarded" to the other side, or kept on the ticket only as
+    # "automatic" (an auto-reply, RFC 3834) or "held" (more mail on the alias than a person
+    # writes: a suspected loop). `disposition_reason` says why.
+    disposition: str = Field(default="forwarded", max_length=20)
+    disposition_reason: str | None = Field(default=None, max_length=200)
+    # Of an email: the quoted history and signature cut from `body` (the text the person
+    # wrote), and the sanitised HTML of the original. Both masked like `body`.
+    quoted: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Facts about an email worth a look: {"citesOtherTicket": true, "omittedRecipients": 2}.
+    flags: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
 
 
@@ -202,6 +216,9 @@ class Attachment(SQLModel, table=True):
     content_type: str = Field(max_length=255)
     size: int
     sha256: str = Field(max_length=64)
+    # An inline image of an email's HTML: the Content-ID the relay gave it (never the
+    # sender's, which can name their host); the stored HTML cites it as "cid:…".
+    content_id: str | None = Field(default=None, max_length=255)
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
     token_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _ts()
