@@ -1,12 +1,17 @@
-"""Measure reply extraction on the fixture corpus: per-case results, then the accuracy figure.
+"""Measure reply extraction on the fixture corpora: per-case results, then the accuracy figure.
 
-Run as `.venv/bin/python bench/reply_accuracy.py`. Reply-parsing libraries from PyPI
+Run as `.venv/bin/python bench/reply_accuracy.py`: the development corpus
+(tests/corpus/replies, written together with the rules, so an upper bound) and then the
+held-out corpus (tests/corpus/replies_heldout, written blind, the honest figure), each with
+its per-case results and its accuracy line. `--corpus PATH` scores one directory of
+NAME.txt / NAME.expected.txt pairs instead. Reply-parsing libraries from PyPI
 (email-reply-parser, mail-parser-reply, quotequail) are scored on the same corpus when they can
 be imported, so the choice of our own rules over theirs stays a measured one.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable
@@ -19,6 +24,7 @@ sys.path.insert(0, str(REPO))
 from relay.quotes import split_reply  # noqa: E402
 
 CORPUS = REPO / "tests" / "corpus" / "replies"
+HELDOUT_CORPUS = REPO / "tests" / "corpus" / "replies_heldout"
 EXPECTED_SUFFIX = ".expected.txt"
 LANGUAGES = ["en", "de", "fr", "es", "nl", "pt", "it"]
 
@@ -29,14 +35,14 @@ def normalise(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
-def load_corpus() -> list[tuple[str, str, str]]:
-    """(name, body, expected new text) for every case, in name order."""
+def load_corpus(corpus: Path = CORPUS) -> list[tuple[str, str, str]]:
+    """(name, body, expected new text) for every case of `corpus`, in name order."""
     cases = []
-    for path in sorted(CORPUS.glob("*.txt")):
+    for path in sorted(corpus.glob("*.txt")):
         if path.name.endswith(EXPECTED_SUFFIX):
             continue
         name = path.name.removesuffix(".txt")
-        expected = (CORPUS / f"{name}{EXPECTED_SUFFIX}").read_text(encoding="utf-8")
+        expected = (corpus / f"{name}{EXPECTED_SUFFIX}").read_text(encoding="utf-8")
         cases.append((name, path.read_text(encoding="utf-8"), expected))
     return cases
 
@@ -82,8 +88,15 @@ def percent(passed: int, total: int) -> str:
     return f"{passed}/{total} ({100 * passed / total:.1f}%)" if total else "0/0 (n/a)"
 
 
-def main() -> int:
-    cases = load_corpus()
+def shown(corpus: Path) -> str:
+    """The corpus path relative to the repository when it is inside it, for the report."""
+    return str(corpus.relative_to(REPO)) if corpus.is_relative_to(REPO) else str(corpus)
+
+
+def report(corpus: Path) -> None:
+    """Per-case results, the libraries' figures, then ours, for one corpus."""
+    cases = load_corpus(corpus)
+    print(f"== {shown(corpus)}")
     results = score(lambda text: split_reply(text).new, cases)
     for (name, _, _), ok in zip(cases, results, strict=True):
         print(f"{'pass' if ok else 'FAIL'}  {name}")
@@ -92,7 +105,25 @@ def main() -> int:
             print(f"{library}: not installed, not measured")
         else:
             print(f"{library} accuracy: {percent(sum(score(extract, cases)), len(cases))}")
-    print(f"reply extraction accuracy: {percent(sum(results), len(cases))}")
+    print(f"reply extraction accuracy ({shown(corpus)}): {percent(sum(results), len(cases))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        help="score only this directory of NAME.txt / NAME.expected.txt pairs "
+        "(default: the development corpus, then the held-out one)",
+    )
+    args = parser.parse_args(argv)
+    corpora = [args.corpus.resolve()] if args.corpus else [CORPUS, HELDOUT_CORPUS]
+    for number, corpus in enumerate(corpora):
+        if not corpus.is_dir():
+            parser.error(f"no such corpus directory: {corpus}")
+        if number:
+            print()
+        report(corpus)
     return 0
 
 
