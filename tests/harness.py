@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -183,13 +183,39 @@ async def live_relay(
         "max_open_tickets_per_trip": 1000,
         **overrides,
     }
-    settings = Settings(**values)
     try:
-        async with running(settings) as relay:
+        settings, started = await _start(values)
+        try:
             base = f"http://{settings.http_host}:{settings.http_port}"
             async with httpx.AsyncClient(base_url=base, timeout=15) as http:
                 yield LiveRelay(
-                    settings, relay, sink, http, {"Authorization": f"ApiKey {admin_key}"}
+                    settings, started.relay, sink, http, {"Authorization": f"ApiKey {admin_key}"}
                 )
+        finally:
+            await started.stop()
     finally:
         await sink.stop()
+
+
+@dataclass
+class _Started:
+    relay: Relay
+    context: AbstractAsyncContextManager[Relay]
+
+    async def stop(self) -> None:
+        await self.context.__aexit__(None, None, None)
+
+
+async def _start(values: dict[str, Any]) -> tuple[Settings, _Started]:
+    """Start a relay; a port another process took between free_port() and the bind (uvicorn
+    exits with SystemExit on that) is retried on fresh ports instead of failing the test."""
+    for attempt in range(3):
+        settings = Settings(**values)
+        context = running(settings)
+        try:
+            return settings, _Started(await context.__aenter__(), context)
+        except (OSError, SystemExit):
+            if attempt == 2:
+                raise RuntimeError("could not bind the relay's ports") from None
+            values = {**values, "http_port": free_port(), "smtp_port": free_port()}
+    raise AssertionError("unreachable")
