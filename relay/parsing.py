@@ -74,9 +74,11 @@ def _decode_part(part: Message) -> str:
         return ""
     try:
         charset = part.get_content_charset() or "utf-8"
-        return payload.decode(charset, errors="replace")
+        text = payload.decode(charset, errors="replace")
     except (LookupError, ValueError):  # unknown charset: still readable as UTF-8
-        return payload.decode("utf-8", errors="replace")
+        text = payload.decode("utf-8", errors="replace")
+    # PostgreSQL text cannot hold NUL, and no reader needs one.
+    return text.replace("\x00", "\ufffd")
 
 
 def _body_part(msg: EmailMessage, subtype: str) -> Message | None:
