@@ -149,14 +149,16 @@ def entity(draw: st.DrawFn, depth: int = 0) -> tuple[list[bytes], bytes]:
 @st.composite
 def fuzz_mail(draw: st.DrawFn) -> FuzzMail:
     # Mostly the fleet (so most messages get as far as a forward), sometimes an impostor.
-    sender = draw(st.sampled_from(["plain", "named", "encoded-name"] * 3 + HOSTILE_SENDERS))
+    senders = ["plain", "named", "encoded-name", "8bit-name", "unknown-charset-name"]
+    sender = draw(st.sampled_from(senders * 2 + HOSTILE_SENDERS))
     fleet = FLEET_INBOX.encode()
     from_value = {
         "plain": fleet,
         "named": b"Night Desk <" + fleet + b">",
-        # Encoded-words in ASCII charsets only: undecodable bytes in the display name are
-        # a known bug (see KNOWN_BUGS in test_malformed_corpus.py: a 451 forever).
         "encoded-name": b"=?utf-8?q?Nacht=C3=A9_desk?= <" + fleet + b">",
+        # Names that do not decode once gave a 451 forever; they must be taken.
+        "8bit-name": b"Nacht\xe9 desk <" + fleet + b">",
+        "unknown-charset-name": b"=?x-unknown?q?Nacht=E9?= <" + fleet + b">",
         "attacker": b"attacker@evil.example",
         "two": fleet + b", attacker@evil.example",
         "shown-other": b'"attacker@evil.example" <' + fleet + b">",

@@ -114,37 +114,17 @@ MANIFEST: dict[str, Case] = {
     "line-very-long.eml": Case(FLEET, "5xx"),
 }
 
-# Refused only once relay.mime_limits runs in the inbound pipeline. It already does in the
-# working tree this was written against (relay/screening.py), so the set is empty; against a
-# tree without that step, put the five mime-*/header-section names above in it.
-AWAITING_PRESCAN: frozenset[str] = frozenset()
-
 # email.feedparser's header line: a field name without controls, spaces or ':', then ':'.
 _FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]*:")
 
-# Cases the current inbound path gets wrong: strict, so fixing one turns its test red until
-# the entry goes.
-# Corpus files that expose a bug not fixed yet: name → what goes wrong (strict xfail). The
-# six the corpus and the fuzz test found first are fixed; their tests now pass as written.
-KNOWN_BUGS: dict[str, str] = {}
-
 
 def _params() -> list[Any]:
-    params = []
-    for name in sorted(MANIFEST):
-        marks = []
-        if name in AWAITING_PRESCAN:
-            marks.append(pytest.mark.xfail(strict=True, reason="pre-scan not wired yet"))
-        if name in KNOWN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN_BUGS[name]))
-        params.append(pytest.param(name, marks=marks, id=name.removesuffix(".eml")))
-    return params
+    return [pytest.param(name, id=name.removesuffix(".eml")) for name in sorted(MANIFEST)]
 
 
 def test_the_manifest_names_every_corpus_file() -> None:
     assert sorted(p.name for p in CORPUS.glob("*.eml")) == sorted(MANIFEST)
     assert len(MANIFEST) >= 40
-    assert AWAITING_PRESCAN <= MANIFEST.keys() and KNOWN_BUGS.keys() <= MANIFEST.keys()
 
 
 def addressed(raw: bytes, alias: str, addressing: str) -> bytes:
