@@ -19,8 +19,18 @@ class ReplyContent:
     new: str  # the text the person wrote: shown first in the forward and in the API
     quoted: str  # quoted history and signature: shown collapsed below it, never dropped
     html: str | None  # the sanitised original HTML, citing `inline` by the relay's Content-IDs
-    attachments: list[FilePart]  # names masked; attached emails redacted (`redact_email`)
+    attachments: list[FilePart]  # attached emails already redacted (`redact_email`)
     inline: list[FilePart]
+
+    def masked(self, masker: Masker) -> ReplyContent:
+        """This content as one reader sees it: every real address replaced by its alias."""
+        return ReplyContent(
+            masker(self.new),
+            masker(self.quoted),
+            masker(self.html) if self.html else None,
+            [replace(f, filename=masker(f.filename, whole=False)) for f in self.attachments],
+            [replace(f, filename=masker(f.filename, whole=False)) for f in self.inline],
+        )
 
 
 class Masker:
@@ -42,42 +52,39 @@ class Masker:
 
 def read_content(
     parsed: ParsedMessage,
-    masker: Masker,
     *,
     new_content_id: Callable[[], str],
     redact_email: Callable[[bytes], bytes],
     allow_remote_images: bool = False,
 ) -> ReplyContent:
-    """Split the reply text, sanitise the HTML, give inline images fresh Content-IDs, and
-    mask every file name (and every attached email, through `redact_email`).
+    """Split the reply text, sanitise the HTML, give inline images fresh Content-IDs and
+    redact attached emails: the work that is the same for every reader, done once per
+    message. `ReplyContent.masked` then fits it to each reader.
 
     The sender's Content-IDs are replaced rather than kept: they often name the sending host
     (`image001.png@01DA…` or `…@mail.fleet.example`), and the forward must not.
     """
     split = split_reply(parsed.text)
-    attachments = [_masked_file(f, masker, redact_email) for f in parsed.attachments]
+    attachments = [_redacted(f, redact_email) for f in parsed.attachments]
     if not parsed.html:
-        files = [_masked_file(inline.file, masker, redact_email) for inline in parsed.inline]
-        return ReplyContent(masker(split.new), masker(split.quoted), None, attachments + files, [])
+        files = [_redacted(inline.file, redact_email) for inline in parsed.inline]
+        return ReplyContent(split.new, split.quoted, None, attachments + files, [])
     markup = parsed.html
     inline: list[FilePart] = []
     for part in parsed.inline:
         content_id = new_content_id()
         cited = re.compile(r"cid:\s*<?" + re.escape(part.content_id) + r">?", re.IGNORECASE)
         markup = cited.sub(f"cid:{content_id}", markup)
-        inline.append(replace(_masked_file(part.file, masker, redact_email), content_id=content_id))
+        inline.append(replace(_redacted(part.file, redact_email), content_id=content_id))
     safe = sanitize_html(
         markup,
         inline_cids=[f.content_id for f in inline if f.content_id],
         allow_remote_images=allow_remote_images,
     )
-    return ReplyContent(
-        masker(split.new), masker(split.quoted), masker(safe) or None, attachments, inline
-    )
+    return ReplyContent(split.new, split.quoted, safe or None, attachments, inline)
 
 
-def _masked_file(
-    file: FilePart, masker: Masker, redact_email: Callable[[bytes], bytes]
-) -> FilePart:
-    data = redact_email(file.data) if file.content_type == "message/rfc822" else file.data
-    return replace(file, filename=masker(file.filename, whole=False), data=data)
+def _redacted(file: FilePart, redact_email: Callable[[bytes], bytes]) -> FilePart:
+    if file.content_type != "message/rfc822":
+        return file
+    return replace(file, data=redact_email(file.data))

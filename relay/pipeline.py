@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.addresses import parse_single_sender, sender_allowed
-from relay.automatic import automatic_reason
+from relay.automatic import automatic_reason, is_our_loop
 from relay.compose import FilePart
 from relay.content import Masker, ReplyContent, read_content
 from relay.errors import SenderNotAllowed, UnknownAlias
@@ -36,7 +36,7 @@ from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.parsing import ParsedMessage
 from relay.raw_view import masked_raw
 from relay.replies import S250_DISCARDED, S250_DUPLICATE, S250_OK
-from relay.screening import ScreeningLimits, is_loop, screen
+from relay.screening import ScreeningLimits, screen
 from relay.threads import threading_for
 from storage.db import SessionFactory, transaction
 from storage.inbound import cites_other_ticket, messages_since
@@ -78,6 +78,8 @@ class IncomingMail:
     raw: bytes
     mail_from: str
     parsed: ParsedMessage
+    # What is read from it once, before masking for each alias's reader.
+    content: ReplyContent | None = None
     raw_blob_id: str | None = None
     part_blob_ids: list[str] = field(default_factory=list)
 
@@ -149,7 +151,8 @@ class InboundPipeline:
     async def process(self, raw: bytes, mail_from: str, local_parts: Sequence[str]) -> str:
         """Run every step for every alias; return the SMTP reply after the commit."""
         parsed = screen(raw, self.policy.screening)
-        if is_loop(parsed, self.mailer.domain):
+        domain = self.mailer.domain
+        if is_our_loop(parsed.headers, parsed.message_id, loop_value=domain, domain=domain):
             # Accepted and dropped: refusing would make the sender bounce it back to us.
             log.warning("discarded the relay's own mail coming back (loop) from %r", mail_from)
             return S250_DISCARDED
@@ -284,13 +287,14 @@ class InboundPipeline:
         # Third parties the sender copied are hidden from the reader too.
         others = self._outside(parsed.recipients)
         addresses = [*ctx.bundle.real_addresses(), ctx.sender or "", ctx.mail.mail_from, *others]
-        ctx.content = read_content(
-            parsed,
-            Masker(addresses, reader_alias),
-            new_content_id=lambda: self.mailer.new_message_id()[1:-1],
-            redact_email=partial(masked_raw, domain=self.mailer.domain),
-            allow_remote_images=self.policy.allow_remote_images,
-        )
+        if ctx.mail.content is None:  # the same for every alias of the transaction
+            ctx.mail.content = read_content(
+                parsed,
+                new_content_id=lambda: self.mailer.new_message_id()[1:-1],
+                redact_email=partial(masked_raw, domain=self.mailer.domain),
+                allow_remote_images=self.policy.allow_remote_images,
+            )
+        ctx.content = ctx.mail.content.masked(Masker(addresses, reader_alias))
 
     async def flag(self, ctx: InboundContext) -> None:
         """Note what the reader cannot see: a citation of another ticket's mail, and people
@@ -318,9 +322,8 @@ class InboundPipeline:
         mail, content = ctx.mail, ctx.content
         files = [*content.attachments, *content.inline]
         if mail.raw_blob_id is None:
-            # Several aliases of one transaction share the bytes: store them once. (Masking
-            # depends on the reader, but only names differ: an attached email is redacted
-            # of every outside address whoever reads it.)
+            # Several aliases of one transaction share the bytes: store them once (masking
+            # per reader changes only file names).
             mail.raw_blob_id = (await store_blob(ctx.session, mail.raw)).id
             for part in files:
                 mail.part_blob_ids.append((await store_blob(ctx.session, part.data)).id)

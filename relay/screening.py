@@ -1,4 +1,4 @@
-"""Whole-message checks before any ticket is looked at: structure, parse, size of files, loops.
+"""Whole-message checks before any ticket is looked at: structure, parse, size of files.
 
 They run once per SMTP transaction, cheapest first: the byte-level structure scan refuses
 abusive MIME before Python's parser ever sees it.
@@ -10,7 +10,6 @@ import logging
 import re
 from dataclasses import dataclass
 
-from relay.automatic import is_our_loop
 from relay.errors import InboundRefused, MalformedMessage
 from relay.mime_limits import MimeLimits, structure_refusal
 from relay.parsing import ParsedMessage, parse_message
@@ -59,8 +58,3 @@ def screen(raw: bytes, limits: ScreeningLimits) -> ParsedMessage:
                 f"552 5.3.4 An attachment is larger than {limits.max_attachment_size} bytes"
             )
     return parsed
-
-
-def is_loop(parsed: ParsedMessage, domain: str) -> bool:
-    """Our own mail come back: it carries our loop marker or one of our Message-IDs."""
-    return is_our_loop(parsed.headers, parsed.message_id, domain, domain)
