@@ -9,21 +9,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.auth import relay_of, require_admin
-from api.bodies import int_param, read_json
+from api.bodies import int_param, read_json, str_param
 from api.contract import ApiRoute, Contract
 from api.idempotency import Idempotency, idempotency_of, once, respond
 from api.schemas import (
     FleetCreate,
     FleetList,
     FleetPublic,
+    FleetUpdate,
     KeyIssued,
     PartnerCreate,
     PartnerCreated,
     PartnerList,
     PartnerPublic,
+    SuppressionList,
+    SuppressionPublic,
 )
 from relay.errors import NotFound
-from storage import accounts
+from storage import accounts, bounces
 from storage.db import transaction
 from storage.models import Partner
 
@@ -87,7 +90,7 @@ async def create_fleet(request: Request) -> Response:
     async def create() -> Response:
         async with transaction(relay.sessions) as session:
             fleet = await accounts.create_fleet(
-                session, body.name, body.support_email, body.allowed_senders
+                session, body.name, body.support_email, body.allowed_senders, body.auth_policy
             )
             return await respond(idempotency, session, FleetPublic.model_validate(fleet).dump())
 
@@ -125,6 +128,35 @@ async def revoke_key(request: Request) -> Response:
     async with transaction(relay_of(request).sessions) as session:
         if not await accounts.revoke_key(session, key_id):
             raise NotFound("API key")
+    return Response(status_code=204)
+
+
+async def update_fleet(request: Request) -> Response:
+    require_admin(request)
+    fleet_id = int_param(request, "fleetId", "fleet")
+    body = await read_json(request, FleetUpdate)
+    async with transaction(relay_of(request).sessions) as session:
+        fleet = await accounts.set_fleet_auth_policy(session, fleet_id, body.auth_policy)
+        if fleet is None:
+            raise NotFound("fleet")
+        out = FleetPublic.model_validate(fleet)
+    return JSONResponse(out.dump())
+
+
+async def list_suppressions(request: Request) -> Response:
+    require_admin(request)
+    async with relay_of(request).sessions() as session:
+        rows = await bounces.list_suppressions(session)
+    out = SuppressionList(suppressions=[SuppressionPublic.model_validate(r) for r in rows])
+    return JSONResponse(out.dump())
+
+
+async def clear_suppression(request: Request) -> Response:
+    require_admin(request)
+    address = str_param(request, "address", "suppression", max_length=320)
+    async with transaction(relay_of(request).sessions) as session:
+        if not await bounces.clear_suppression(session, address):
+            raise NotFound("suppression")
     return Response(status_code=204)
 
 
@@ -171,4 +203,31 @@ routes = [
         _admin("Register a fleet", body=FleetCreate, ok={201: FleetPublic}, idempotent=True),
     ),
     ApiRoute("/v1/admin/fleets", list_fleets, "GET", _admin("List fleets", ok={200: FleetList})),
+    ApiRoute(
+        "/v1/admin/fleets/{fleetId}",
+        update_fleet,
+        "PATCH",
+        _admin(
+            "Set a fleet's authentication policy",
+            body=FleetUpdate,
+            ok={200: FleetPublic},
+            description="`authPolicy`: record, quarantine, reject, or null for the default.",
+        ),
+    ),
+    ApiRoute(
+        "/v1/admin/suppressions",
+        list_suppressions,
+        "GET",
+        _admin("List addresses suppressed after a hard bounce", ok={200: SuppressionList}),
+    ),
+    ApiRoute(
+        "/v1/admin/suppressions/{address}",
+        clear_suppression,
+        "DELETE",
+        _admin(
+            "Lift a suppression: the relay sends to the address again",
+            ok={204: None},
+            description="Mail refused while it was suppressed stays failed; new mail is sent.",
+        ),
+    ),
 ]

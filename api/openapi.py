@@ -31,6 +31,8 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "tagId": _ID,
     "keyId": _ID,
     "partnerId": _ID,
+    "fleetId": _ID,
+    "address": {"type": "string", "minLength": 1, "maxLength": 320},
     "tripId": {"type": "string", "minLength": 1, "maxLength": 36},
     "attachmentId": {"type": "string", "minLength": 1, "maxLength": 36},
     "partnerTripId": {"type": "string", "minLength": 1, "maxLength": 200},

@@ -103,10 +103,19 @@ class PartnerCreated(PartnerPublic):
     api_key_id: int
 
 
+AuthPolicy = Literal["record", "quarantine", "reject"]
+
+
 class FleetCreate(WireModel):
     name: Annotated[Text, Field(max_length=200)]
     support_email: Email
     allowed_senders: Senders = []
+    # What a reply failing SPF/DKIM/DMARC does; null follows the relay's RELAY_AUTH_POLICY.
+    auth_policy: AuthPolicy | None = None
+
+
+class FleetUpdate(WireModel):
+    auth_policy: AuthPolicy | None
 
 
 class FleetPublic(PublicModel):
@@ -114,7 +123,20 @@ class FleetPublic(PublicModel):
     name: str
     support_email: str
     allowed_senders: list[str]
+    auth_policy: AuthPolicy | None
     created_at: datetime
+
+
+class SuppressionPublic(PublicModel):
+    address: str
+    # The enhanced status code and the remote server's words from the hard bounce.
+    status: str | None
+    diagnostic: str | None
+    created_at: datetime
+
+
+class SuppressionList(PublicModel):
+    suppressions: list[SuppressionPublic]
 
 
 class KeyIssued(PublicModel):
@@ -246,8 +268,22 @@ class EventPublic(PublicModel):
     created_at: datetime
 
 
+class SideReachability(PublicModel):
+    # False after a hard bounce from this side's address, until an operator clears it; mail
+    # to that side is then not sent (event `delivery.suppressed`).
+    reachable: bool
+    since: datetime | None = None
+    status: str | None = None
+
+
+class TicketReachability(PublicModel):
+    fleet: SideReachability
+    partner: SideReachability
+
+
 class TicketDetail(TicketPublic):
     fleet_name: str
+    reachability: TicketReachability
     conversation: list[MessagePublic]
     attachments: list[AttachmentPublic]
     events: list[EventPublic]

@@ -44,6 +44,7 @@ async def running(
     try:
         if migrate:
             await relay.migrate()
+        await relay.prepare()
         if "smtp" in roles:
             await relay.start_smtp()
         if "worker" in roles:

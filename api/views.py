@@ -14,10 +14,13 @@ from api.schemas import (
     MessageFlags,
     MessagePublic,
     OrderSession,
+    SideReachability,
     TicketDetail,
     TicketPublic,
+    TicketReachability,
 )
 from relay.errors import NotFound
+from storage.bounces import suppressions_for
 from storage.catalog import categories_by_id, tags_of
 from storage.models import Category, Fleet, Message, Ticket, Trip
 from storage.tickets import conversation, events_of, ticket_attachments, ticket_for_partner
@@ -65,6 +68,7 @@ async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) 
     messages = await conversation(session, ticket_id)
     files = await ticket_attachments(session, ticket_id)
     events = await events_of(session, ticket_id)
+    reachability = await _reachability(session, fleet.support_email, ticket.contact_email)
     files_by_message: dict[int, list[str]] = {}
     for file in files:
         if file.message_id is not None:
@@ -72,10 +76,25 @@ async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) 
     return TicketDetail(
         **summary.model_dump(),
         fleet_name=fleet.name,
+        reachability=reachability,
         conversation=[message_public(m, files_by_message.get(m.id or 0, [])) for m in messages],
         attachments=[AttachmentPublic.model_validate(f) for f in files],
         events=[EventPublic.model_validate(e) for e in events],
     )
+
+
+async def _reachability(
+    session: AsyncSession, fleet_address: str, partner_address: str
+) -> TicketReachability:
+    suppressed = await suppressions_for(session, [fleet_address, partner_address])
+
+    def side(address: str) -> SideReachability:
+        row = suppressed.get(address.lower())
+        if row is None:
+            return SideReachability(reachable=True)
+        return SideReachability(reachable=False, since=row.created_at, status=row.status)
+
+    return TicketReachability(fleet=side(fleet_address), partner=side(partner_address))
 
 
 def message_public(message: Message, attachment_ids: list[str]) -> MessagePublic:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["api", "smtp", "worker"]
+AuthPolicy = Literal["record", "quarantine", "reject"]
 
 
 class SMTPOutbound(BaseModel):
@@ -47,6 +49,17 @@ def parse_outbound(value: str) -> SMTPOutbound | MaildirOutbound:
         password=unquote(parts.password) if parts.password else None,
         starttls=starttls,
     )
+
+
+def _host_port(value: str, default_port: int) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        return host, int(rest.removeprefix(":") or default_port)
+    if value.count(":") == 1:
+        host, port = value.split(":")
+        return host, int(port)
+    return value, default_port
 
 
 class Settings(BaseSettings):
@@ -116,6 +129,36 @@ class Settings(BaseSettings):
     # track the reader; off by default, inline (cid:) images are always kept.
     allow_remote_images: bool = False
 
+    # Outbound signing and bounces. DKIM needs both a selector and a key file (from
+    # `support-relay dkim generate`); without them mail leaves unsigned (development only).
+    dkim_selector: str | None = None
+    dkim_key_file: Path | None = None
+    # Secrets that sign bounce addresses, comma-separated: the first signs, all verify (for
+    # rotation). Unset: one is generated and kept in the database, shared by all instances.
+    bounce_secret: SecretStr | None = None
+    # How long after sending a bounce address still accepts delivery reports (seconds).
+    bounce_address_ttl: int = Field(default=14 * 24 * 3600, ge=3600)
+
+    # Inbound authentication (SPF, DKIM, DMARC). What a reply that fails it does, unless its
+    # fleet says otherwise: "record" (store the verdicts), "quarantine" (store, do not
+    # forward, tell the partner), "reject" (550 5.7.1).
+    auth_policy: AuthPolicy = "record"
+    # A From domain's own published DMARC policy (p=reject / p=quarantine) is applied to
+    # mail failing DMARC even when the relay's policy is only "record".
+    honor_dmarc_policy: bool = True
+    # Time one message's checks may take in total before the missing ones are temperror.
+    auth_timeout: float = Field(default=10.0, gt=0)
+    # Name in Authentication-Results (RFC 8601); default: the SMTP hostname or the domain.
+    authserv_id: str | None = None
+    # Front MTAs (IPs or CIDRs, comma-separated) whose Authentication-Results header, under
+    # one of `trusted_authserv_ids`, is believed instead of evaluating here.
+    trusted_front_mtas: str = ""
+    trusted_authserv_ids: str = ""
+    # DNS: servers as host[:port], comma-separated (default: the system's resolv.conf).
+    dns_servers: str = ""
+    dns_timeout: float = Field(default=3.0, gt=0)
+    dns_cache_size: int = Field(default=2000, ge=0)
+
     # Delivery.
     delivery_lifetime: int = 4 * 24 * 3600
     delivery_backoff_base: float = 30.0
@@ -148,6 +191,64 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown roles {sorted(unknown)}; use api, smtp, worker")
         return value
+
+    @field_validator("dns_servers")
+    @classmethod
+    def _dns_servers_parse(cls, value: str) -> str:
+        for server in (s.strip() for s in value.split(",") if s.strip()):
+            try:
+                host, port = _host_port(server, 53)
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"{server!r} is not an IP address with an optional :port"
+                ) from None
+            if not 0 < port < 65536:
+                raise ValueError(f"{server!r}: port out of range")
+        return value
+
+    @field_validator("trusted_front_mtas")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        for entry in (s.strip() for s in value.split(",") if s.strip()):
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _dkim_complete(self) -> Settings:
+        if (self.dkim_selector is None) != (self.dkim_key_file is None):
+            raise ValueError("set both RELAY_DKIM_SELECTOR and RELAY_DKIM_KEY_FILE, or neither")
+        return self
+
+    @property
+    def bounce_secrets(self) -> list[bytes]:
+        if self.bounce_secret is None:
+            return []
+        raw = self.bounce_secret.get_secret_value()
+        return [s.strip().encode() for s in raw.split(",") if s.strip()]
+
+    @property
+    def dns_server_list(self) -> list[tuple[str, int]] | None:
+        """(host, port) pairs, or None for the system resolver."""
+        servers = [s.strip() for s in self.dns_servers.split(",") if s.strip()]
+        if not servers:
+            return None
+        return [_host_port(s, 53) for s in servers]
+
+    @staticmethod
+    def _csv(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+    @property
+    def trusted_front_list(self) -> list[str]:
+        return self._csv(self.trusted_front_mtas)
+
+    @property
+    def trusted_authserv_id_list(self) -> list[str]:
+        return self._csv(self.trusted_authserv_ids)
 
     @property
     def roles(self) -> list[Role]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
 from relay.masking import mask_addresses
 from relay.transport import Transport
 from storage import outbox
+from storage.bounces import suppressions_for
 from storage.db import SessionFactory, transaction
 from storage.models import OutboxItem
 from storage.tickets import record_event
@@ -31,7 +34,17 @@ class RetryPolicy:
         return timedelta(seconds=raw * rng.uniform(0.5, 1.5))
 
 
+class Signer(Protocol):
+    def sign(self, raw: bytes) -> bytes: ...
+
+
 class DeliveryWorker:
+    """Sends due outbox rows. `envelope_sender` names each row's return path (a signed
+    bounce address, relay.bounces); `signer` DKIM-signs each message as it leaves."""
+
+    envelope_sender: Callable[[OutboxItem], str] | None = None
+    signer: Signer | None = None
+
     def __init__(
         self,
         sessions: SessionFactory,
@@ -86,15 +99,32 @@ class DeliveryWorker:
         """Deliver one batch; True when there was something to do."""
         async with transaction(self.sessions) as session:
             items = await outbox.claim_due(session, self.concurrency, self.lease)
+            suppressed = await suppressions_for(session, [i.rcpt_to for i in items])
         if not items:
             return False
-        await asyncio.gather(*(self._deliver(item) for item in items))
+        await asyncio.gather(
+            *(
+                self._refuse_suppressed(item)
+                if item.rcpt_to.lower() in suppressed
+                else self._deliver(item)
+                for item in items
+            )
+        )
         return True
+
+    async def _refuse_suppressed(self, item: OutboxItem) -> None:
+        # The address hard-bounced before: sending again would only hurt the relay's
+        # reputation. An operator lifts the suppression (`support-relay suppression clear`).
+        await self._finish(
+            item, outbox.FAILED, "delivery.suppressed", "recipient suppressed after a hard bounce"
+        )
 
     async def _deliver(self, item: OutboxItem) -> None:
         assert item.id is not None
+        mail_from = self.envelope_sender(item) if self.envelope_sender else item.mail_from
         try:
-            await self.transport.send(item.mail_from, item.rcpt_to, item.raw)
+            raw = self.signer.sign(item.raw) if self.signer else item.raw
+            await self.transport.send(mail_from, item.rcpt_to, raw)
         except PermanentDeliveryError as exc:
             await self._finish(item, outbox.FAILED, "delivery.failed", str(exc))
         except TemporaryDeliveryError as exc:

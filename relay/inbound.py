@@ -10,11 +10,14 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.addresses import split_rcpt
+from relay.bounce_intake import BounceIntake
+from relay.bounces import is_bounce_local_part
 from relay.config import Settings
 from relay.errors import InboundRefused, RelayDenied, UnknownAlias
-from relay.pipeline import InboundPipeline
+from relay.pipeline import Arrival, InboundPipeline
 from relay.replies import (
     S250_RCPT_OK,
+    S250_REPORT,
     S421_TOO_MANY_CONNECTIONS,
     S451_TRY_LATER,
     S452_TOO_MANY_RCPT,
@@ -103,11 +106,16 @@ class RelaySMTP(SMTP):
 
 class InboundHandler:
     def __init__(
-        self, settings: Settings, sessions: SessionFactory, pipeline: InboundPipeline
+        self,
+        settings: Settings,
+        sessions: SessionFactory,
+        pipeline: InboundPipeline,
+        bounces: BounceIntake,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.pipeline = pipeline
+        self.bounces = bounces
 
     async def handle_RCPT(
         self,
@@ -125,6 +133,11 @@ class InboundHandler:
             return RelayDenied().reply
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return S452_TOO_MANY_RCPT
+        if is_bounce_local_part(local_part):
+            # Verified after DATA; a forged one is taken and dropped, never refused, so no
+            # one can make a server send its refusal to a victim through us.
+            envelope.rcpt_tos.append(address)
+            return S250_RCPT_OK
         async with self.sessions() as db:
             alias = await active_alias(db, local_part)
         if alias is None:
@@ -135,8 +148,22 @@ class InboundHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         local_parts = [p[0] for p in map(split_rcpt, envelope.rcpt_tos) if p is not None]
+        reports = [lp for lp in local_parts if is_bounce_local_part(lp)]
+        aliases = [lp for lp in local_parts if not is_bounce_local_part(lp)]
+        peer = session.peer
+        arrival = Arrival(
+            raw=raw,
+            mail_from=envelope.mail_from or "",
+            local_parts=aliases,
+            client_ip=str(peer[0]) if isinstance(peer, tuple) and peer else "",
+            helo=session.host_name or "",
+        )
         try:
-            return await self.pipeline.process(raw, envelope.mail_from or "", local_parts)
+            if reports:
+                await self.bounces.process(raw, reports)
+                if not aliases:
+                    return S250_REPORT
+            return await self.pipeline.process(arrival)
         except InboundRefused as exc:
             log.info("refused message from %s: %s", session.peer, exc.reply)
             return exc.reply

@@ -71,6 +71,17 @@ class InboundPolicy:
     allow_remote_images: bool = False
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One SMTP transaction as the server saw it."""
+
+    raw: bytes
+    mail_from: str
+    local_parts: Sequence[str]
+    client_ip: str = ""
+    helo: str = ""
+
+
 @dataclass
 class IncomingMail:
     """One SMTP transaction's message, shared by its aliases: parsed once, stored once."""
@@ -148,8 +159,9 @@ class InboundPipeline:
             self.forward,
         ]
 
-    async def process(self, raw: bytes, mail_from: str, local_parts: Sequence[str]) -> str:
+    async def process(self, arrival: Arrival) -> str:
         """Run every step for every alias; return the SMTP reply after the commit."""
+        raw, mail_from = arrival.raw, arrival.mail_from
         parsed = screen(raw, self.policy.screening)
         domain = self.mailer.domain
         if is_our_loop(parsed.headers, parsed.message_id, loop_value=domain, domain=domain):
@@ -158,7 +170,7 @@ class InboundPipeline:
             return S250_DISCARDED
         for attempt in (1, 2):
             try:
-                contexts = await self._run(raw, mail_from, local_parts, parsed)
+                contexts = await self._run(arrival, parsed)
                 break
             except IntegrityError:
                 # A concurrent copy of the same message committed first; rerun to see it.
@@ -170,13 +182,11 @@ class InboundPipeline:
             return S250_OK
         return S250_DUPLICATE
 
-    async def _run(
-        self, raw: bytes, mail_from: str, local_parts: Sequence[str], parsed: ParsedMessage
-    ) -> list[InboundContext]:
+    async def _run(self, arrival: Arrival, parsed: ParsedMessage) -> list[InboundContext]:
         contexts: list[InboundContext] = []
-        mail = IncomingMail(raw, mail_from, parsed)
+        mail = IncomingMail(arrival.raw, arrival.mail_from, parsed)
         async with transaction(self.sessions) as session:
-            for local_part in dict.fromkeys(local_parts):
+            for local_part in dict.fromkeys(arrival.local_parts):
                 ctx = InboundContext(session, mail, local_part)
                 for step in self.steps:
                     await step(ctx)

@@ -7,6 +7,7 @@ from relay.errors import InboundRefused
 S250_OK = "250 2.0.0 OK: queued"
 S250_RCPT_OK = "250 2.1.5 Recipient OK"
 S250_DUPLICATE = "250 2.0.0 OK: already received"
+S250_REPORT = "250 2.0.0 OK: delivery report received"
 S250_DISCARDED = "250 2.0.0 OK: discarded, this is the relay's own mail"
 S421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
 S451_TRY_LATER = "451 4.3.0 Temporary failure, please try again later"

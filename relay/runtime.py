@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from relay.bounce_intake import BounceIntake
+from relay.bounces import BounceAddresses
 from relay.config import Settings
 from relay.delivery import DeliveryWorker, RetryPolicy
 from relay.housekeeping import Housekeeper
@@ -20,21 +22,33 @@ from relay.screening import ScreeningLimits
 from relay.tickets import OpenLimits, TicketService
 from relay.transport import Transport, make_transport
 from relay.wakeup import OutboxListener
-from storage.db import SessionFactory, make_engine, make_sessions
+from storage.bounces import relay_secret
+from storage.db import SessionFactory, make_engine, make_sessions, transaction
 from storage.migrate import upgrade
+from storage.models import OutboxItem
+from storage.types import utcnow
 
 log = logging.getLogger(__name__)
+
+
+def _id(item: OutboxItem) -> int:
+    assert item.id is not None
+    return item.id
+
+
+def mime_limits(settings: Settings) -> MimeLimits:
+    return MimeLimits(
+        max_depth=settings.max_mime_depth,
+        max_parts=settings.max_mime_parts,
+        max_header_bytes=settings.max_header_bytes,
+        max_line_bytes=settings.max_line_bytes,
+    )
 
 
 def inbound_policy(settings: Settings) -> InboundPolicy:
     return InboundPolicy(
         screening=ScreeningLimits(
-            mime=MimeLimits(
-                max_depth=settings.max_mime_depth,
-                max_parts=settings.max_mime_parts,
-                max_header_bytes=settings.max_header_bytes,
-                max_line_bytes=settings.max_line_bytes,
-            ),
+            mime=mime_limits(settings),
             max_attachments=settings.max_attachments,
             max_attachment_size=settings.max_attachment_size,
         ),
@@ -84,12 +98,29 @@ class Relay:
         self.housekeeper = Housekeeper(self.sessions)
         self._housekeeping_task: asyncio.Task[None] | None = None
         self._listener: OutboxListener | None = None
+        self.bounce_addresses: BounceAddresses | None = None
 
     async def migrate(self) -> None:
         await upgrade(self.engine)
 
+    async def prepare(self) -> None:
+        """What needs the database before the relay serves: the bounce-address secret."""
+        secrets = self.settings.bounce_secrets
+        if not secrets:
+            async with transaction(self.sessions) as session:
+                secrets = [await relay_secret(session, "bounce-address")]
+        self.bounce_addresses = BounceAddresses(
+            secrets,
+            self.settings.domain,
+            timedelta(seconds=self.settings.bounce_address_ttl),
+        )
+        addresses = self.bounce_addresses
+        self.worker.envelope_sender = lambda item: addresses.address_for(_id(item), utcnow())
+
     async def start_smtp(self) -> None:
-        handler = InboundHandler(self.settings, self.sessions, self.pipeline)
+        assert self.bounce_addresses is not None, "call prepare() first"
+        bounces = BounceIntake(self.sessions, self.bounce_addresses, mime_limits(self.settings))
+        handler = InboundHandler(self.settings, self.sessions, self.pipeline, bounces)
         hostname = self.settings.smtp_hostname or self.settings.domain
         limiter = ConnectionLimiter(self.settings.max_connections_per_client)
         loop = asyncio.get_running_loop()

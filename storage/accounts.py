@@ -39,9 +39,30 @@ async def create_partner(
 
 
 async def create_fleet(
-    session: AsyncSession, name: str, support_email: str, allowed_senders: list[str]
+    session: AsyncSession,
+    name: str,
+    support_email: str,
+    allowed_senders: list[str],
+    auth_policy: str | None = None,
 ) -> Fleet:
-    fleet = Fleet(name=name, support_email=support_email, allowed_senders=allowed_senders)
+    fleet = Fleet(
+        name=name,
+        support_email=support_email,
+        allowed_senders=allowed_senders,
+        auth_policy=auth_policy,
+    )
+    session.add(fleet)
+    await session.flush()
+    return fleet
+
+
+async def set_fleet_auth_policy(
+    session: AsyncSession, fleet_id: int, auth_policy: str | None
+) -> Fleet | None:
+    fleet = await session.get(Fleet, fleet_id)
+    if fleet is None:
+        return None
+    fleet.auth_policy = auth_policy
     session.add(fleet)
     await session.flush()
     return fleet

@@ -37,6 +37,9 @@ class Fleet(SQLModel, table=True):
     name: str = Field(max_length=200)
     support_email: str = Field(max_length=320)
     allowed_senders: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # What a reply failing SPF/DKIM/DMARC does: "record", "quarantine" or "reject";
+    # None follows the relay's default (RELAY_AUTH_POLICY).
+    auth_policy: str | None = Field(default=None, max_length=20)
     created_at: datetime = _ts()
 
 
@@ -194,6 +197,10 @@ class Message(SQLModel, table=True):
     html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Facts about an email worth a look: {"citesOtherTicket": true, "omittedRecipients": 2}.
     flags: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Of an email: the SPF/DKIM/DMARC verdicts the relay reached (relay.authentication).
+    authentication: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
     created_at: datetime = _ts()
 
 
@@ -246,6 +253,35 @@ class OutboxItem(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = _ts()
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A delivery report that came back to the item's signed bounce address (relay.bounces):
+    # "hard" (permanent), "soft" (the remote server gave up after temporary failures).
+    bounce_kind: str | None = Field(default=None, max_length=10)
+    bounce_status: str | None = Field(default=None, max_length=20)
+    bounced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Suppression(SQLModel, table=True):
+    """An address the relay no longer sends to: it hard-bounced. An operator clears it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Lower-cased.
+    address: str = Field(max_length=320, unique=True)
+    # The enhanced status code and the remote server's words, for the operator.
+    status: str | None = Field(default=None, max_length=20)
+    diagnostic: str | None = Field(default=None, max_length=1000)
+    outbox_id: int | None = Field(default=None, foreign_key="outbox.id")
+    created_at: datetime = _ts()
+
+
+class RelaySecret(SQLModel, table=True):
+    """Secrets the relay generates for itself when the operator configures none, shared by
+    every instance on the same database (e.g. the key that signs bounce addresses)."""
+
+    __tablename__ = "relay_secret"
+
+    name: str = Field(primary_key=True, max_length=50)
+    value: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts()
 
 
 class TicketEvent(SQLModel, table=True):

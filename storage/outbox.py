@@ -16,6 +16,8 @@ PENDING = "pending"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
+# Accepted by the next server, then reported undeliverable to the item's bounce address.
+BOUNCED = "bounced"
 
 
 CHANNEL = "relay_outbox"
@@ -96,6 +98,10 @@ async def mark(
 ) -> OutboxItem:
     item = await session.get(OutboxItem, item_id)
     assert item is not None
+    if item.status == BOUNCED and status == SENT:
+        # The report outran the smarthost's 250 to us (it came back while we were still
+        # marking the send): the bounce is the later truth.
+        status = BOUNCED
     item.status = status
     item.last_error = error[:1000] if error else None
     item.lease_until = None

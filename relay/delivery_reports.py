@@ -1,0 +1,98 @@
+"""Read a delivery report (bounce): RFC 3464 DSNs first, then flufl.bounce's detectors for
+the non-standard formats MTAs still send (Exim, qmail, Exchange, Yahoo, …)."""
+
+from __future__ import annotations
+
+import email
+import logging
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+from flufl.bounce import all_failures
+
+log = logging.getLogger(__name__)
+
+HARD = "hard"
+SOFT = "soft"
+DELAYED = "delayed"
+
+_STATUS = re.compile(rb"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+_RANK = {DELAYED: 0, SOFT: 1, HARD: 2}
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a report says about the one recipient our message had.
+
+    `kind`: "hard" (the address does not take mail: suppress it), "soft" (the remote server
+    gave up after temporary failures, e.g. a full mailbox), "delayed" (still trying).
+    """
+
+    kind: str
+    status: str | None
+    diagnostic: str | None
+
+
+def read_report(raw: bytes) -> DeliveryReport | None:
+    """The report in `raw`, or None when it is not one (e.g. an auto-reply sent to the
+    return path, or a "delivered" notice)."""
+    # flufl.bounce reads the compat32 object model, which is also the one that keeps
+    # message/delivery-status blocks as header blocks.
+    message = email.message_from_bytes(raw)
+    kind, status, diagnostic = _from_dsn(message)
+    if kind is None:
+        kind = _from_detectors(message)
+    if kind is None:
+        return None
+    status = status or _status_in_text(raw)
+    if kind == HARD and status and status.startswith("4."):
+        kind = SOFT  # "failed" after temporary failures: the address itself may be fine
+    return DeliveryReport(kind, status, diagnostic)
+
+
+def _from_dsn(message: Message) -> tuple[str | None, str | None, str | None]:
+    """The worst recipient block of any message/delivery-status part."""
+    best: tuple[str | None, str | None, str | None] = (None, None, None)
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status" or not part.is_multipart():
+            continue
+        for block in part.get_payload():
+            if not isinstance(block, Message):
+                continue
+            action = str(block.get("action", "")).strip().lower()
+            status = _status_of(str(block.get("status", "")))
+            if action.startswith(("fail", "error")):  # opensmtpd writes "error"
+                kind = SOFT if status and status.startswith("4.") else HARD
+            elif action.startswith("delayed"):
+                kind = DELAYED
+            else:
+                continue  # delivered, relayed, expanded: not a failure
+            if best[0] is None or _RANK[kind] > _RANK[best[0]]:
+                diagnostic = " ".join(str(block.get("diagnostic-code", "")).split()) or None
+                best = (kind, status, diagnostic)
+    return best
+
+
+def _from_detectors(message: Message) -> str | None:
+    try:
+        temporary, permanent = all_failures(message)
+    except Exception:  # a detector tripping over a malformed message is not a report
+        log.warning("bounce detectors failed on a delivery report", exc_info=True)
+        return None
+    if permanent:
+        return HARD
+    if temporary:
+        return DELAYED
+    return None
+
+
+def _status_of(value: str) -> str | None:
+    match = _STATUS.search(value.encode("ascii", "replace"))
+    return match[0].decode() if match else None
+
+
+def _status_in_text(raw: bytes) -> str | None:
+    # Non-standard reports quote the remote server's reply ("550 5.1.1 <x>: unknown user").
+    match = _STATUS.search(raw[:200_000])
+    return match[0].decode() if match else None
