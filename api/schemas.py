@@ -239,6 +239,26 @@ class MessageFlags(PublicModel):
     omitted_recipients: int = 0
 
 
+class MessageAuthentication(PublicModel):
+    spf: str
+    spf_domain: str | None
+    dkim: str
+    # The d= domains of the signatures that verified.
+    dkim_domains: list[str]
+    dmarc: str
+    # The From domain's published DMARC policy (p=, or sp= for a subdomain); null: none.
+    dmarc_policy: str | None
+    from_domain: str
+    # SPF or a DKIM pass aligned with the From domain: the sender is who From says.
+    aligned: bool
+    # "relay" (checked here) or "trusted:<authserv-id>" (a configured front MTA's header).
+    source: str
+    # The policy that applied (record, quarantine, reject) and its outcome (accept,
+    # quarantine); refused mail is never stored.
+    policy: str | None = None
+    action: str | None = None
+
+
 class MessagePublic(PublicModel):
     id: int
     author: Literal["partner", "fleet"]
@@ -249,11 +269,14 @@ class MessagePublic(PublicModel):
     # What was cut from an email's body (quoted history, signature); null if nothing was.
     quoted: str | None
     internal: bool
-    # "forwarded" to the other side; "automatic" (an auto-reply) and "held" (a suspected mail
-    # loop) stay on the ticket only.
-    disposition: Literal["forwarded", "automatic", "held"]
+    # "forwarded" to the other side; "automatic" (an auto-reply), "held" (a suspected mail
+    # loop) and "quarantined" (failed SPF/DKIM/DMARC under a quarantine policy) stay on the
+    # ticket only.
+    disposition: Literal["forwarded", "automatic", "held", "quarantined"]
     disposition_reason: str | None
     flags: MessageFlags
+    # Of an email: what SPF, DKIM and DMARC said about it, and what the policy made of it.
+    authentication: MessageAuthentication | None
     # For email: GET …/messages/{id}/raw returns the message as received, addresses redacted.
     has_raw: bool
     created_at: datetime

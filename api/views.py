@@ -11,6 +11,7 @@ from api.schemas import (
     AgentPublic,
     AttachmentPublic,
     EventPublic,
+    MessageAuthentication,
     MessageFlags,
     MessagePublic,
     OrderSession,
@@ -109,6 +110,11 @@ def message_public(message: Message, attachment_ids: list[str]) -> MessagePublic
         disposition=message.disposition,
         disposition_reason=message.disposition_reason,
         flags=MessageFlags.model_validate(message.flags or {}),
+        authentication=(
+            MessageAuthentication.model_validate(message.authentication)
+            if message.authentication
+            else None
+        ),
         has_raw=message.raw_blob_id is not None,
         created_at=message.created_at,
         attachments=attachment_ids,

@@ -9,6 +9,7 @@
     │   ├── UnknownAlias         → 550 5.1.1
     │   ├── RelayDenied          → 550 5.7.1
     │   ├── SenderNotAllowed     → 550 5.7.1
+    │   ├── NotAuthenticated     → 550 5.7.1 (451 4.4.3 when DNS failed)
     │   └── MalformedMessage     → 550 5.6.0
     └── DeliveryError            raised by transports, handled by the worker
         ├── TemporaryDeliveryError   retried with backoff until the lifetime runs out
@@ -80,6 +81,12 @@ class RelayDenied(InboundRefused):
 
 class SenderNotAllowed(InboundRefused):
     reply = "550 5.7.1 Sender is not allowed to write to this ticket"
+
+
+class NotAuthenticated(InboundRefused):
+    """SPF/DKIM/DMARC did not vouch for the From domain and the policy says reject."""
+
+    reply = "550 5.7.1 Message not authenticated"
 
 
 class MalformedMessage(InboundRefused):

@@ -27,10 +27,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.addresses import parse_single_sender, sender_allowed
+from relay.auth_policy import QUARANTINE, REJECT, TEMPFAIL, AuthDecision, decide
+from relay.authentication import Authenticator, AuthVerdict
 from relay.automatic import automatic_reason, is_our_loop
 from relay.compose import FilePart
 from relay.content import Masker, ReplyContent, read_content
-from relay.errors import SenderNotAllowed, UnknownAlias
+from relay.errors import NotAuthenticated, SenderNotAllowed, UnknownAlias
 from relay.lifecycle import CLOSED, OPEN, TicketClosedForReplies, may_reopen_by_mail
 from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.parsing import ParsedMessage
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 FORWARDED = "forwarded"
 AUTOMATIC = "automatic"
 HELD = "held"
+QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class InboundPolicy:
     loop_max_messages: int = 20
     loop_window: timedelta = timedelta(hours=1)
     allow_remote_images: bool = False
+    # What mail failing SPF/DKIM/DMARC does when its fleet sets nothing (relay.auth_policy).
+    auth_policy: str = "record"
+    honor_dmarc_policy: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,8 @@ class IncomingMail:
     raw: bytes
     mail_from: str
     parsed: ParsedMessage
+    # SPF/DKIM/DMARC, evaluated once before the transaction (DNS must not hold it open).
+    verdict: AuthVerdict | None = None
     # What is read from it once, before masking for each alias's reader.
     content: ReplyContent | None = None
     raw_blob_id: str | None = None
@@ -108,6 +116,7 @@ class InboundContext:
     dedup_key: str = ""
     disposition: str = FORWARDED
     disposition_reason: str | None = None
+    auth: AuthDecision | None = None
     content: ReplyContent | None = None
     flags: dict[str, object] = field(default_factory=dict)
     message: Message | None = None
@@ -140,16 +149,19 @@ class InboundPipeline:
         mailer: Mailer,
         notify: Callable[[], None],
         policy: InboundPolicy,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.sessions = sessions
         self.mailer = mailer
         self.notify = notify
         self.policy = policy
+        self.authenticator = authenticator
         self.steps: list[Step] = [
             self.resolve,
             self.authorize,
             self.deduplicate,
             self.classify,
+            self.enforce_authentication,
             self.hold_if_flooded,
             self.reopen_if_closed,
             self.read,
@@ -168,9 +180,10 @@ class InboundPipeline:
             # Accepted and dropped: refusing would make the sender bounce it back to us.
             log.warning("discarded the relay's own mail coming back (loop) from %r", mail_from)
             return S250_DISCARDED
+        verdict = await self._authenticate(arrival, parsed)
         for attempt in (1, 2):
             try:
-                contexts = await self._run(arrival, parsed)
+                contexts = await self._run(arrival, parsed, verdict)
                 break
             except IntegrityError:
                 # A concurrent copy of the same message committed first; rerun to see it.
@@ -182,9 +195,23 @@ class InboundPipeline:
             return S250_OK
         return S250_DUPLICATE
 
-    async def _run(self, arrival: Arrival, parsed: ParsedMessage) -> list[InboundContext]:
+    async def _authenticate(self, arrival: Arrival, parsed: ParsedMessage) -> AuthVerdict | None:
+        sender = parse_single_sender(parsed.from_header) if parsed.from_header else None
+        if self.authenticator is None or sender is None:
+            return None  # no checks configured, or `authorize` refuses the message anyway
+        return await self.authenticator.evaluate(
+            arrival.raw,
+            client_ip=arrival.client_ip,
+            helo=arrival.helo,
+            mail_from=arrival.mail_from,
+            from_domain=sender.rpartition("@")[2],
+        )
+
+    async def _run(
+        self, arrival: Arrival, parsed: ParsedMessage, verdict: AuthVerdict | None
+    ) -> list[InboundContext]:
         contexts: list[InboundContext] = []
-        mail = IncomingMail(arrival.raw, arrival.mail_from, parsed)
+        mail = IncomingMail(arrival.raw, arrival.mail_from, parsed, verdict=verdict)
         async with transaction(self.sessions) as session:
             for local_part in dict.fromkeys(arrival.local_parts):
                 ctx = InboundContext(session, mail, local_part)
@@ -240,6 +267,44 @@ class InboundPipeline:
         if reason is not None:
             ctx.disposition, ctx.disposition_reason = AUTOMATIC, reason
 
+    async def enforce_authentication(self, ctx: InboundContext) -> None:
+        """Apply the fleet's (or the default) policy to the SPF/DKIM/DMARC verdict."""
+        verdict = ctx.mail.verdict
+        if verdict is None:
+            return
+        assert ctx.bundle is not None
+        policy = ctx.bundle.fleet.auth_policy or self.policy.auth_policy
+        ctx.auth = decide(verdict, policy, honor_dmarc=self.policy.honor_dmarc_policy)
+        if ctx.auth.action == REJECT:
+            raise NotAuthenticated(
+                f"550 5.7.1 Message refused: {ctx.auth.reason}. Send from a server your"
+                " domain's SPF record lists, or sign with DKIM for your From domain"
+            )
+        if ctx.auth.action == TEMPFAIL:
+            raise NotAuthenticated(
+                f"451 4.4.3 Could not verify the sender: {ctx.auth.reason}; try again later"
+            )
+        if ctx.auth.action == QUARANTINE and ctx.disposition != AUTOMATIC:
+            ctx.disposition, ctx.disposition_reason = QUARANTINED, ctx.auth.reason
+            self._flag_ticket(
+                ctx,
+                f"mail quarantined: {ctx.auth.reason}",
+                "mail.quarantined",
+                reason=ctx.auth.reason,
+            )
+
+    def _flag_ticket(
+        self, ctx: InboundContext, attention: str, event: str, **detail: object
+    ) -> None:
+        """Ask for a person's eye on the ticket: `attention` (kept until acknowledged) and one
+        event per episode."""
+        ticket = ctx.ticket
+        if ticket.attention is None:
+            assert ticket.id is not None
+            ticket.attention = attention[:200]
+            ctx.session.add(ticket)
+            record_event(ctx.session, ticket.id, event, ctx.side, via="email", **detail)
+
     async def hold_if_flooded(self, ctx: InboundContext) -> None:
         """More mail on one alias than a person writes is held, and the ticket flagged: two
         responders that do not mark their mail automatic cannot ping-pong through us."""
@@ -253,20 +318,13 @@ class InboundPipeline:
         seconds = int(self.policy.loop_window.total_seconds())
         ctx.disposition = HELD
         ctx.disposition_reason = f"more than {limit} messages to this address within {seconds} s"
-        ticket = ctx.ticket
-        if ticket.attention is None:
-            assert ticket.id is not None
-            ticket.attention = f"mail held: {ctx.disposition_reason}"
-            ctx.session.add(ticket)
-            record_event(
-                ctx.session,
-                ticket.id,
-                "mail.held",
-                ctx.side,
-                via="email",
-                limit=limit,
-                windowSeconds=seconds,
-            )
+        self._flag_ticket(
+            ctx,
+            f"mail held: {ctx.disposition_reason}",
+            "mail.held",
+            limit=limit,
+            windowSeconds=seconds,
+        )
 
     async def reopen_if_closed(self, ctx: InboundContext) -> None:
         """A reply to a recently closed ticket reopens it; after the window it is refused.
@@ -351,6 +409,7 @@ class InboundPipeline:
             disposition=ctx.disposition,
             disposition_reason=ctx.disposition_reason,
             flags=ctx.flags,
+            authentication=_authentication_record(mail.verdict, ctx.auth),
             alias_id=ctx.alias.id,
             dedup_key=ctx.dedup_key,
             raw_blob_id=mail.raw_blob_id,
@@ -436,3 +495,15 @@ class InboundPipeline:
             html=Markup(ctx.content.html) if ctx.content.html else None,
             author_name=ctx.bundle.name_of(ctx.side),
         )
+
+
+def _authentication_record(
+    verdict: AuthVerdict | None, decision: AuthDecision | None
+) -> dict[str, object] | None:
+    if verdict is None:
+        return None
+    record = verdict.as_dict()
+    if decision is not None:
+        record["policy"] = decision.policy
+        record["action"] = decision.action
+    return record

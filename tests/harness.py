@@ -18,6 +18,7 @@ from api.server import running
 from relay.config import Settings
 from relay.runtime import Relay
 from relay.sink import MailSink, free_port
+from tests.dns_server import LocalDNS
 
 PARTNER_INBOX = "helpdesk@partner.example"
 FLEET_INBOX = "dispatch@fleet.example"
@@ -41,6 +42,8 @@ class LiveRelay:
     sink: MailSink
     http: httpx.AsyncClient
     admin: dict[str, str] = field(default_factory=dict)
+    # The relay's only DNS server: tests publish SPF, DKIM and DMARC records in it.
+    dns: LocalDNS = field(default_factory=LocalDNS)
 
     @property
     def smtp_port(self) -> int:
@@ -168,8 +171,11 @@ async def live_relay(
     database_url: str, schema: str | None, **overrides: Any
 ) -> AsyncIterator[LiveRelay]:
     sink = await MailSink().start()
+    dns = LocalDNS()
+    dns.start()
     admin_key = secrets.token_urlsafe(16)
     values: dict[str, Any] = {
+        "dns_servers": f"{dns.host}:{dns.port}",
         "database_url": database_url,
         "database_schema": schema,
         "http_port": free_port(),
@@ -189,12 +195,18 @@ async def live_relay(
             base = f"http://{settings.http_host}:{settings.http_port}"
             async with httpx.AsyncClient(base_url=base, timeout=15) as http:
                 yield LiveRelay(
-                    settings, started.relay, sink, http, {"Authorization": f"ApiKey {admin_key}"}
+                    settings,
+                    started.relay,
+                    sink,
+                    http,
+                    {"Authorization": f"ApiKey {admin_key}"},
+                    dns,
                 )
         finally:
             await started.stop()
     finally:
         await sink.stop()
+        dns.stop()
 
 
 @dataclass
