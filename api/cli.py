@@ -12,11 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from api import cli_catalog
+from api import cli_catalog, cli_trust
 from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
 from api.server import running, stop_on_signal, wait_for_stop_signal
 from relay.config import Role, Settings
+from relay.dkim_signing import load_signer
 from relay.runtime import Relay
 from storage import accounts
 from storage.db import transaction
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True)
     add.add_argument("--support-email", required=True)
     add.add_argument("--allowed-sender", action="append", default=[])
+    add.add_argument("--auth-policy", choices=["record", "quarantine", "reject"])
+    policy = fleet.add_parser(
+        "policy", help="set what a reply failing SPF/DKIM/DMARC does for one fleet"
+    )
+    policy.add_argument("fleet_id", type=int)
+    policy.add_argument("policy", choices=["record", "quarantine", "reject", "default"])
     fleet.add_parser("list", help="list fleets")
 
     key = sub.add_parser("key", help="manage partner API keys").add_subparsers(
@@ -66,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke = key.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id", type=int)
     cli_catalog.add_parsers(sub)
+    cli_trust.add_parsers(sub)
     return parser
 
 
@@ -132,11 +140,23 @@ async def _admin(settings: Settings, args: argparse.Namespace) -> int:
                     name=args.name,
                     support_email=args.support_email,
                     allowed_senders=args.allowed_sender,
+                    auth_policy=args.auth_policy,
                 )
                 fleet = await accounts.create_fleet(
-                    session, fbody.name, fbody.support_email, fbody.allowed_senders
+                    session,
+                    fbody.name,
+                    fbody.support_email,
+                    fbody.allowed_senders,
+                    fbody.auth_policy,
                 )
                 _print(FleetPublic.model_validate(fleet).dump())
+            elif args.command == "fleet" and args.action == "policy":
+                chosen = None if args.policy == "default" else args.policy
+                updated = await accounts.set_fleet_auth_policy(session, args.fleet_id, chosen)
+                if updated is None:
+                    print(f"error: no fleet {args.fleet_id}", file=sys.stderr)
+                    return 1
+                _print(FleetPublic.model_validate(updated).dump())
             elif args.command == "fleet":
                 _print(
                     [
@@ -173,10 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         for err in exc.errors():
-            print(
-                f"configuration error: RELAY_{str(err['loc'][0]).upper()}: {err['msg']}",
-                file=sys.stderr,
-            )
+            # A check across fields (e.g. DKIM selector and key file) has no single location.
+            where = f"RELAY_{str(err['loc'][0]).upper()}: " if err["loc"] else ""
+            print(f"configuration error: {where}{err['msg']}", file=sys.stderr)
+        return 2
+    try:
+        load_signer(settings.dkim_selector, settings.dkim_key_file, settings.domain)
+    except ValueError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "demo":
         from api.demo import main as demo_main
@@ -187,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_serve(settings, args))
     if args.command == "migrate":
         return asyncio.run(_with_relay(settings, _done))
+    if args.command == "dkim":
+        return cli_trust.generate_dkim_key(settings, args)
+    if args.command == "suppression":
+        return asyncio.run(
+            _with_relay(settings, lambda relay: cli_trust.run_suppression(relay, args, _print))
+        )
     try:
         if args.command in ("category", "tag"):
             return asyncio.run(

@@ -8,10 +8,13 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from relay.authentication import Authenticator
 from relay.bounce_intake import BounceIntake
 from relay.bounces import BounceAddresses
 from relay.config import Settings
 from relay.delivery import DeliveryWorker, RetryPolicy
+from relay.dkim_signing import load_signer
+from relay.dns import Resolver
 from relay.housekeeping import Housekeeper
 from relay.inbound import ConnectionLimiter, InboundHandler, RelaySMTP
 from relay.mime_limits import MimeLimits
@@ -56,6 +59,23 @@ def inbound_policy(settings: Settings) -> InboundPolicy:
         loop_max_messages=settings.loop_max_messages,
         loop_window=timedelta(seconds=settings.loop_window),
         allow_remote_images=settings.allow_remote_images,
+        auth_policy=settings.auth_policy,
+        honor_dmarc_policy=settings.honor_dmarc_policy,
+    )
+
+
+def authenticator(settings: Settings) -> Authenticator:
+    resolver = Resolver(
+        settings.dns_server_list,
+        timeout=settings.dns_timeout,
+        cache_size=settings.dns_cache_size,
+    )
+    return Authenticator(
+        resolver,
+        authserv_id=settings.authserv_id or settings.smtp_hostname or settings.domain,
+        trusted_front=settings.trusted_front_list,
+        trusted_authserv_ids=settings.trusted_authserv_id_list,
+        timeout=settings.auth_timeout,
     )
 
 
@@ -80,6 +100,10 @@ class Relay:
             lease=timedelta(seconds=settings.delivery_lease),
             poll_interval=settings.delivery_poll_interval,
         )
+        # Raises ValueError for a missing or unusable key: better no start than unsigned mail.
+        self.worker.signer = load_signer(
+            settings.dkim_selector, settings.dkim_key_file, settings.domain
+        )
         self.tickets = TicketService(
             self.sessions,
             self.mailer,
@@ -91,7 +115,11 @@ class Relay:
             ),
         )
         self.pipeline = InboundPipeline(
-            self.sessions, self.mailer, self.worker.notify, inbound_policy(settings)
+            self.sessions,
+            self.mailer,
+            self.worker.notify,
+            inbound_policy(settings),
+            authenticator(settings),
         )
         self._smtp_server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
