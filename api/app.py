@@ -9,12 +9,36 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from api import admin, attachments, catalog, health, openapi, orders, raw, support, trips, uploads
+from api import (
+    admin,
+    attachments,
+    catalog,
+    health,
+    openapi,
+    orders,
+    raw,
+    release,
+    support,
+    trips,
+    uploads,
+)
 from api.limits import body_limits
 from api.problems import EXCEPTION_HANDLERS
 from relay.runtime import Relay
 
-MODULES = (health, admin, trips, support, raw, uploads, orders, catalog, attachments, openapi)
+MODULES = (
+    health,
+    admin,
+    trips,
+    support,
+    raw,
+    release,
+    uploads,
+    orders,
+    catalog,
+    attachments,
+    openapi,
+)
 
 
 def all_routes() -> list[BaseRoute]:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 
-from markupsafe import Markup
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,14 +31,15 @@ from relay.authentication import Authenticator, AuthVerdict
 from relay.automatic import automatic_reason, is_our_loop
 from relay.compose import FilePart
 from relay.content import Masker, ReplyContent, read_content
+from relay.dispositions import AUTOMATIC, FORWARDED, HELD, QUARANTINED
 from relay.errors import NotAuthenticated, SenderNotAllowed, UnknownAlias
+from relay.forwarding import forward_email
 from relay.lifecycle import CLOSED, OPEN, TicketClosedForReplies, may_reopen_by_mail
 from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.parsing import ParsedMessage
 from relay.raw_view import masked_raw
 from relay.replies import S250_DISCARDED, S250_DUPLICATE, S250_OK
 from relay.screening import ScreeningLimits, screen
-from relay.threads import threading_for
 from storage.db import SessionFactory, transaction
 from storage.inbound import cites_other_ticket, messages_since
 from storage.models import Alias, Attachment, Message, Ticket
@@ -56,11 +56,6 @@ from storage.tickets import (
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
-
-FORWARDED = "forwarded"
-AUTOMATIC = "automatic"
-HELD = "held"
-QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True)
@@ -467,33 +462,14 @@ class InboundPipeline:
     async def forward(self, ctx: InboundContext) -> None:
         if not ctx.forwarding:
             return
-        assert ctx.bundle is not None and ctx.message is not None and ctx.content is not None
-        reader = other_side(ctx.side)
-        assert ctx.ticket.id is not None
-        threading = await threading_for(
+        assert ctx.bundle is not None and ctx.message is not None
+        await forward_email(
             ctx.session,
-            ctx.ticket.id,
-            reader,
-            exclude=ctx.message.id,
-            author=ctx.side,
-            cited=ctx.mail.parsed.references,
-        )
-        reader_msgid = ctx.message.partner_msgid if reader != FLEET else ctx.message.fleet_msgid
-        assert reader_msgid is not None
-        await self.mailer.queue(
-            ctx.session,
+            self.mailer,
             ctx.bundle,
-            event="reply",
-            to_side=reader,
-            message=ctx.message,
-            message_id=reader_msgid,
-            threading=threading,
-            files=ctx.files,
-            body=ctx.content.new,
-            quoted=ctx.content.quoted,
-            # Sanitised by nh3 in `read_content`: the template may place it unescaped.
-            html=Markup(ctx.content.html) if ctx.content.html else None,
-            author_name=ctx.bundle.name_of(ctx.side),
+            ctx.message,
+            ctx.files,
+            cited=ctx.mail.parsed.references,
         )
 
 
