@@ -10,7 +10,7 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relay.authentication import is_hostname
+from relay.domain_names import is_hostname
 
 MIN_KEY_BITS = 1024
 TXT_STRING_MAX = 255

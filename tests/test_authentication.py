@@ -9,13 +9,10 @@ from typing import Any
 
 import pytest
 
-from relay.authentication import (
-    Authenticator,
-    AuthVerdict,
-    organizational_domain,
-    strip_authentication_results,
-)
+from relay.auth_headers import strip_authentication_results
+from relay.authentication import Authenticator, AuthVerdict
 from relay.dkim_signing import DkimSigner, dkim_txt_value, generate_rsa_key
+from relay.dmarc_check import organizational_domain
 from relay.dns import DnsTemporaryError, Resolver
 from tests.dns_server import LocalDNS
 
