@@ -75,7 +75,7 @@ async def create_partner(request: Request) -> Response:
 
 async def list_partners(request: Request) -> Response:
     require_admin(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         partners = await accounts.list_partners(session)
     out = PartnerList(partners=[PartnerPublic.model_validate(p) for p in partners])
     return JSONResponse(out.dump())
@@ -99,7 +99,7 @@ async def create_fleet(request: Request) -> Response:
 
 async def list_fleets(request: Request) -> Response:
     require_admin(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         fleets = await accounts.list_fleets(session)
     return JSONResponse(FleetList(fleets=[FleetPublic.model_validate(f) for f in fleets]).dump())
 
@@ -145,7 +145,7 @@ async def update_fleet(request: Request) -> Response:
 
 async def list_suppressions(request: Request) -> Response:
     require_admin(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         rows = await bounces.list_suppressions(session)
     out = SuppressionList(suppressions=[SuppressionPublic.model_validate(r) for r in rows])
     return JSONResponse(out.dump())

@@ -70,7 +70,7 @@ async def download_attachment(request: Request) -> Response:
     partner = await current_partner(request)
     assert partner.id is not None
     attachment_id = str_param(request, "attachmentId", "attachment", max_length=36)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         attachment = await attachment_for_partner(session, partner.id, attachment_id)
         if attachment is None:
             raise NotFound("attachment")

@@ -48,21 +48,21 @@ def _tree(categories: list[Category]) -> CategoryList:
 
 async def list_categories(request: Request) -> Response:
     await current_partner(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         categories = await catalog.list_categories(session)
     return JSONResponse(_tree(categories).dump())
 
 
 async def list_tags(request: Request) -> Response:
     await current_partner(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         tags = await catalog.list_tags(session)
     return JSONResponse(TagList(tags=[TagPublic.model_validate(t) for t in tags]).dump())
 
 
 async def admin_list_categories(request: Request) -> Response:
     require_admin(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         categories = await catalog.list_categories(session)
     return JSONResponse(_tree(categories).dump())
 
@@ -115,7 +115,7 @@ async def archive_category(request: Request) -> Response:
 
 async def admin_list_tags(request: Request) -> Response:
     require_admin(request)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         tags = await catalog.list_tags(session)
     return JSONResponse(TagList(tags=[TagPublic.model_validate(t) for t in tags]).dump())
 

@@ -12,7 +12,7 @@ from api.schemas import Health
 
 
 async def health(request: Request) -> Response:
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
     return JSONResponse(Health(status="ok").dump())
 

@@ -34,7 +34,7 @@ async def _order(request: Request) -> tuple[Partner, str, Trip]:
     partner = await current_partner(request)
     assert partner.id is not None
     order_id = str_param(request, "orderId", "order")
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         trip = await trip_by_partner_id(session, partner.id, order_id)
     if trip is None:
         raise NotFound("order")
@@ -43,7 +43,7 @@ async def _order(request: Request) -> tuple[Partner, str, Trip]:
 
 async def _current(request: Request, partner: Partner, trip: Trip) -> Ticket:
     assert partner.id is not None
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         ticket = await session_ticket(session, partner.id, trip.id)
     if ticket is None:
         raise NotFound("support session")

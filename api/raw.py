@@ -33,7 +33,7 @@ async def download_raw(request: Request) -> Response:
             Ticket.partner_id == partner.id,
         )
     )
-    async with relay.sessions() as session:
+    async with relay.reads() as session:
         blob_id = (await session.exec(query)).first()
         if blob_id is None:  # no such message, not this partner's, or not an email
             raise NotFound("message")

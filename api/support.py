@@ -109,7 +109,7 @@ async def create_by_trip_uuid(request: Request) -> Response:
     partner = await current_partner(request)
     assert partner.id is not None
     trip_id = str_param(request, "tripId", "trip", max_length=36)
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         trip = await trip_by_uuid(session, partner.id, trip_id)
     return await _open(request, partner, trip)
 
@@ -118,7 +118,7 @@ async def create_by_partner_trip(request: Request) -> Response:
     partner = await current_partner(request)
     assert partner.id is not None
     partner_trip_id = str_param(request, "partnerTripId", "trip")
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         trip = await trip_by_partner_id(session, partner.id, partner_trip_id)
     return await _open(request, partner, trip)
 
@@ -127,7 +127,7 @@ async def get_ticket(request: Request) -> Response:
     partner = await current_partner(request)
     assert partner.id is not None
     ticket_id = int_param(request, "ticketId", "ticket")
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         detail = await ticket_detail(session, partner.id, ticket_id)
     return JSONResponse(detail.dump())
 
@@ -154,7 +154,7 @@ async def update_ticket(request: Request) -> Response:
     )
     relay = relay_of(request)
     await relay.tickets.update_ticket(partner, ticket_id, changes)
-    async with relay.sessions() as session:
+    async with relay.reads() as session:
         detail = await ticket_detail(session, partner.id, ticket_id)
     return JSONResponse(detail.dump())
 
@@ -241,7 +241,7 @@ async def list_ticket_history(request: Request) -> Response:
     query = _query(request)
     digest = _filters_digest(query)
     after = _decode_cursor(query.cursor, digest) if query.cursor else None
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         filters = await _filters(session, partner.id, query)
         if filters is None:  # a partner trip id that names no trip: nothing can match
             return JSONResponse(TicketList(tickets=[], next_cursor=None).dump())

@@ -46,7 +46,7 @@ async def get_trip(request: Request) -> Response:
     partner = await current_partner(request)
     assert partner.id is not None
     partner_trip_id = str_param(request, "partnerTripId", "trip")
-    async with relay_of(request).sessions() as session:
+    async with relay_of(request).reads() as session:
         trip = await trip_by_partner_id(session, partner.id, partner_trip_id)
     if trip is None:
         raise NotFound("trip")

@@ -26,7 +26,13 @@ from relay.tickets import OpenLimits, TicketService
 from relay.transport import Transport, make_transport
 from relay.wakeup import OutboxListener
 from storage.bounces import relay_secret
-from storage.db import SessionFactory, make_engine, make_sessions, transaction
+from storage.db import (
+    SessionFactory,
+    make_engine,
+    make_read_sessions,
+    make_sessions,
+    transaction,
+)
 from storage.migrate import upgrade
 from storage.models import OutboxItem
 from storage.types import utcnow
@@ -86,6 +92,8 @@ class Relay:
         self.settings = settings
         self.engine: AsyncEngine = make_engine(settings.database_url, settings.database_schema)
         self.sessions: SessionFactory = make_sessions(self.engine)
+        # For code that only reads (lookups, GETs): never waits for SQLite's write lock.
+        self.reads: SessionFactory = make_read_sessions(self.engine)
         self.transport = transport or make_transport(
             settings.outbound_target,
             pool_size=settings.delivery_pool_size,
@@ -148,7 +156,7 @@ class Relay:
     async def start_smtp(self) -> None:
         assert self.bounce_addresses is not None, "call prepare() first"
         bounces = BounceIntake(self.sessions, self.bounce_addresses, mime_limits(self.settings))
-        handler = InboundHandler(self.settings, self.sessions, self.pipeline, bounces)
+        handler = InboundHandler(self.settings, self.reads, self.pipeline, bounces)
         hostname = self.settings.smtp_hostname or self.settings.domain
         limiter = ConnectionLimiter(self.settings.max_connections_per_client)
         loop = asyncio.get_running_loop()

@@ -14,6 +14,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 SessionFactory = async_sessionmaker[AsyncSession]
 
+# Execution option marking the engine behind `make_read_sessions`.
+READ_ONLY = "relay_read_only"
+
 
 def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
     """Create the engine. SQLite gets the pragmas that make a commit survive a power cut."""
@@ -45,6 +48,10 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.get_execution_options().get(READ_ONLY):
+            # A reader needs no lock: in WAL it sees the last commit and never waits.
+            conn.exec_driver_sql("BEGIN")
+            return
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
         # then writes can fail with SQLITE_BUSY when another writer committed in between.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -68,6 +75,17 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def make_sessions(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+def make_read_sessions(engine: AsyncEngine) -> SessionFactory:
+    """Sessions for code that only reads. On SQLite they begin a deferred transaction, so
+    lookups (an API key, an alias at RCPT, a history page) never queue behind writers for
+    the write lock; writing through one is a bug. On PostgreSQL they are plain sessions."""
+    return async_sessionmaker(
+        engine.execution_options(**{READ_ONLY: True}),
+        class_=AsyncSession,
+        expire_on_commit=False,
+    )
 
 
 @asynccontextmanager

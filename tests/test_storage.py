@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from sqlalchemy import inspect, text
+from sqlmodel import select
 
-from storage.db import make_engine
+from storage.db import make_engine, make_read_sessions, make_sessions, transaction
 from storage.migrate import upgrade
+from storage.models import Fleet
 from tests.conftest import Database
 
 
@@ -60,3 +63,26 @@ async def test_models_and_migrations_agree(database: Database) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+async def test_readers_never_wait_for_a_writer_and_see_only_commits(database: Database) -> None:
+    """A read session answers while another session holds an open write transaction (on
+    SQLite, where writers take the one write lock at BEGIN), and it sees the last commit,
+    not the writer's uncommitted row."""
+    engine = make_engine(database.url, database.schema)
+    try:
+        await upgrade(engine)
+        writes, reads = make_sessions(engine), make_read_sessions(engine)
+        async with transaction(writes) as session:
+            session.add(Fleet(name="Committed", support_email="a@fleet.example"))
+        async with transaction(writes) as writer:
+            writer.add(Fleet(name="Pending", support_email="b@fleet.example"))
+            await writer.flush()  # the write lock is held until this block ends
+
+            async def read_names() -> list[str]:
+                async with reads() as reader:
+                    return list((await reader.exec(select(Fleet.name))).all())
+
+            assert await asyncio.wait_for(read_names(), timeout=10) == ["Committed"]
+    finally:
+        await engine.dispose()
