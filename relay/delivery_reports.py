@@ -69,7 +69,7 @@ def _from_dsn(message: Message) -> tuple[str | None, str | None, str | None]:
             else:
                 continue  # delivered, relayed, expanded: not a failure
             if best[0] is None or _RANK[kind] > _RANK[best[0]]:
-                diagnostic = " ".join(str(block.get("diagnostic-code", "")).split()) or None
+                diagnostic = _printable(str(block.get("diagnostic-code", ""))) or None
                 best = (kind, status, diagnostic)
     return best
 
@@ -85,6 +85,11 @@ def _from_detectors(message: Message) -> str | None:
     if temporary:
         return DELAYED
     return None
+
+
+def _printable(value: str) -> str:
+    """One line of printable text: the report is the sender's, and PostgreSQL refuses NUL."""
+    return " ".join("".join(c if c.isprintable() else " " for c in value).split())[:1000]
 
 
 def _status_of(value: str) -> str | None:

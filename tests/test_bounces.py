@@ -198,6 +198,15 @@ async def test_a_forged_or_expired_bounce_changes_nothing(live: LiveRelay, forge
     assert live.sink.handler.for_rcpt(PARTNER_INBOX) == []
 
 
+async def test_control_characters_in_a_report_are_not_stored(live: LiveRelay) -> None:
+    acc, ticket, mail = await opened(live)
+    hostile = dsn(mail.mail_from, FLEET_INBOX, diagnostic="smtp; 550 5.1.1 no\x00such\x1buser")
+    await live.send(hostile, mail.mail_from, mail_from="")
+    await live.events(acc, ticket["id"], "delivery.bounced")
+    listed = await live.http.get("/v1/admin/suppressions", headers=live.admin)
+    assert listed.json()["suppressions"][0]["diagnostic"] == "smtp; 550 5.1.1 no such user"
+
+
 async def test_a_non_standard_bounce_is_understood(live: LiveRelay) -> None:
     acc, ticket, mail = await opened(live)
     await live.send(qmail_bounce(mail.mail_from, FLEET_INBOX), mail.mail_from, mail_from="")
