@@ -268,7 +268,9 @@ class InboundPipeline:
         if verdict is None:
             return
         assert ctx.bundle is not None
-        policy = ctx.bundle.fleet.auth_policy or self.policy.auth_policy
+        # The fleet's policy governs mail from the fleet; partner mail follows the default.
+        own = ctx.bundle.fleet.auth_policy if ctx.side == FLEET else None
+        policy = own or self.policy.auth_policy
         ctx.auth = decide(verdict, policy, honor_dmarc=self.policy.honor_dmarc_policy)
         if ctx.auth.action == REJECT:
             raise NotAuthenticated(

@@ -181,6 +181,23 @@ async def test_dns_failure_asks_the_sender_to_retry_under_reject(live: LiveRelay
     await live.sink.handler.wait_for(PARTNER_INBOX)
 
 
+async def test_partner_mail_follows_the_default_not_the_fleets_policy(live: LiveRelay) -> None:
+    live.dns.add_txt(FLEET_DOMAIN, "v=spf1 ip4:127.0.0.1 -all")
+    acc, ticket, alias = await fleet_alias(live, "reject")
+    await live.send(reply_bytes(alias), alias)
+    [forward] = await live.sink.handler.wait_for(PARTNER_INBOX)
+    partner_alias = forward.message["Reply-To"].addresses[0].addr_spec
+
+    # partner.example publishes nothing: unauthenticated, but the relay default is record.
+    answer = reply_mail(PARTNER_INBOX, partner_alias, "Thanks, we will pick it up.")
+    await live.send(answer, partner_alias, mail_from=PARTNER_INBOX)
+
+    await live.sink.handler.wait_for(FLEET_INBOX, count=2)
+    auth = (await last_message(live, acc, ticket["id"]))["authentication"]
+    assert auth["aligned"] is False
+    assert (auth["policy"], auth["action"]) == ("record", "accept")
+
+
 async def test_fleet_policy_is_validated_and_changeable(live: LiveRelay) -> None:
     fleet = await live.add_fleet()
     bad = await live.http.patch(
