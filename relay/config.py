@@ -51,6 +51,11 @@ def parse_outbound(value: str) -> SMTPOutbound | MaildirOutbound:
     )
 
 
+def _csv(value: str) -> list[str]:
+    """The non-empty, stripped entries of a comma-separated setting."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def _host_port(value: str, default_port: int) -> tuple[str, int]:
     """`host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
     if value.startswith("["):
@@ -195,7 +200,7 @@ class Settings(BaseSettings):
     @field_validator("dns_servers")
     @classmethod
     def _dns_servers_parse(cls, value: str) -> str:
-        for server in (s.strip() for s in value.split(",") if s.strip()):
+        for server in _csv(value):
             try:
                 host, port = _host_port(server, 53)
                 ipaddress.ip_address(host)
@@ -210,11 +215,20 @@ class Settings(BaseSettings):
     @field_validator("trusted_front_mtas")
     @classmethod
     def _networks_parse(cls, value: str) -> str:
-        for entry in (s.strip() for s in value.split(",") if s.strip()):
+        for entry in _csv(value):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
+    @field_validator("bounce_secret")
+    @classmethod
+    def _secrets_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secrets = _csv(value.get_secret_value())
+            if not secrets or any(len(s.encode()) < 16 for s in secrets):
+                raise ValueError("each bounce secret must be at least 16 characters")
         return value
 
     @model_validator(mode="after")
@@ -227,28 +241,21 @@ class Settings(BaseSettings):
     def bounce_secrets(self) -> list[bytes]:
         if self.bounce_secret is None:
             return []
-        raw = self.bounce_secret.get_secret_value()
-        return [s.strip().encode() for s in raw.split(",") if s.strip()]
+        return [s.encode() for s in _csv(self.bounce_secret.get_secret_value())]
 
     @property
     def dns_server_list(self) -> list[tuple[str, int]] | None:
         """(host, port) pairs, or None for the system resolver."""
-        servers = [s.strip() for s in self.dns_servers.split(",") if s.strip()]
-        if not servers:
-            return None
-        return [_host_port(s, 53) for s in servers]
-
-    @staticmethod
-    def _csv(value: str) -> list[str]:
-        return [v.strip() for v in value.split(",") if v.strip()]
+        servers = _csv(self.dns_servers)
+        return [_host_port(s, 53) for s in servers] if servers else None
 
     @property
     def trusted_front_list(self) -> list[str]:
-        return self._csv(self.trusted_front_mtas)
+        return _csv(self.trusted_front_mtas)
 
     @property
     def trusted_authserv_id_list(self) -> list[str]:
-        return self._csv(self.trusted_authserv_ids)
+        return _csv(self.trusted_authserv_ids)
 
     @property
     def roles(self) -> list[Role]:
@@ -259,7 +266,7 @@ class Settings(BaseSettings):
 
     @property
     def allowed_upload_types(self) -> list[str]:
-        return [t.strip().lower() for t in self.upload_allowed_types.split(",") if t.strip()]
+        return [t.lower() for t in _csv(self.upload_allowed_types)]
 
     @property
     def outbound_target(self) -> SMTPOutbound | MaildirOutbound:

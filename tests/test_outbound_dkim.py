@@ -114,3 +114,26 @@ def test_a_half_configured_or_unreadable_key_stops_the_relay_at_start(
     monkeypatch.setenv("RELAY_DKIM_KEY_FILE", str(tmp_path / "bad.pem"))
     assert main(["migrate"]) == 2
     assert "DKIM key file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("RELAY_BOUNCE_SECRET", "short", "at least 16 characters"),
+        ("RELAY_DNS_SERVERS", "dns.example:53", "not an IP address"),
+        ("RELAY_TRUSTED_FRONT_MTAS", "10.0.0.0/33", "not an IP address or CIDR"),
+        ("RELAY_AUTH_POLICY", "drop", "RELAY_AUTH_POLICY"),
+    ],
+)
+def test_bad_trust_settings_are_configuration_errors(
+    name: str,
+    value: str,
+    said: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["migrate"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("configuration error") and said in err
+    assert "Traceback" not in err
