@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.bounces import BounceAddresses
-from relay.delivery_reports import DELAYED, HARD, DeliveryReport, read_report
+from relay.delivery_reports import DELAYED, HARD, DeliveryReport, read_report, supersedes
 from relay.mime_limits import MimeLimits, structure_refusal
 from storage import outbox
 from storage.bounces import suppress
@@ -26,9 +26,6 @@ from storage.tickets import record_event
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
-
-# Which report supersedes which: a hard bounce after a delay warning counts, not the reverse.
-_RANK = {None: -1, DELAYED: 0, "soft": 1, HARD: 2}
 
 
 class BounceIntake:
@@ -42,7 +39,7 @@ class BounceIntake:
     async def process(self, raw: bytes, local_parts: Sequence[str]) -> None:
         """File the report in `raw` for every valid bounce address among `local_parts`."""
         now = utcnow()
-        targets = {t.outbox_id for lp in local_parts if (t := self.addresses.verify(lp, now))}
+        targets = {i for lp in local_parts if (i := self.addresses.verify(lp, now)) is not None}
         if not targets:
             log.info("dropped mail to %d forged or expired bounce address(es)", len(local_parts))
             return
@@ -61,8 +58,8 @@ class BounceIntake:
         item = await session.get(OutboxItem, outbox_id)
         if item is None:
             return
-        if _RANK[report.kind] <= _RANK.get(item.bounce_kind, -1):
-            return  # the same report again, or a milder one after a worse one
+        if not supersedes(report.kind, item.bounce_kind):
+            return
         item.bounce_kind = report.kind
         item.bounce_status = report.status
         item.bounced_at = utcnow()

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 PREFIX = "bounce-"
@@ -23,14 +22,6 @@ PREFIX = "bounce-"
 LEGACY_LOCAL_PART = "bounces"
 _PATTERN = re.compile(r"bounce-([0-9]{1,18})-([0-9a-z]{1,13})-([a-z2-7]{16})")
 _MAC_CHARS = 16
-
-
-@dataclass(frozen=True)
-class BounceTarget:
-    """What a valid bounce address names."""
-
-    outbox_id: int
-    expires_at: datetime
 
 
 def is_bounce_local_part(local_part: str) -> bool:
@@ -54,18 +45,17 @@ class BounceAddresses:
         mac = _mac(self.secrets[0], outbox_id, expiry)
         return f"{PREFIX}{outbox_id}-{expiry}-{mac}@{self.domain}"
 
-    def verify(self, local_part: str, now: datetime) -> BounceTarget | None:
-        """The outbox item a bounce address names, or None when forged, malformed or expired."""
+    def verify(self, local_part: str, now: datetime) -> int | None:
+        """The outbox id a bounce address names, or None when forged, malformed or expired."""
         match = _PATTERN.fullmatch(local_part.lower())
         if match is None:
             return None
         outbox_id, expiry, mac = int(match[1]), match[2], match[3]
         if not any(hmac.compare_digest(_mac(s, outbox_id, expiry), mac) for s in self.secrets):
             return None
-        expires_at = datetime.fromtimestamp(int(expiry, 36), tz=now.tzinfo)
-        if expires_at < now:
+        if int(expiry, 36) < now.timestamp():
             return None
-        return BounceTarget(outbox_id, expires_at)
+        return outbox_id
 
 
 def _mac(secret: bytes, outbox_id: int, expiry: str) -> str:

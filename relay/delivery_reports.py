@@ -18,7 +18,7 @@ SOFT = "soft"
 DELAYED = "delayed"
 
 _STATUS = re.compile(rb"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_RANK = {DELAYED: 0, SOFT: 1, HARD: 2}
+_SEVERITY = {DELAYED: 0, SOFT: 1, HARD: 2}
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,16 @@ def _from_dsn(message: Message) -> tuple[str | None, str | None, str | None]:
                 kind = DELAYED
             else:
                 continue  # delivered, relayed, expanded: not a failure
-            if best[0] is None or _RANK[kind] > _RANK[best[0]]:
+            if supersedes(kind, best[0]):
                 diagnostic = _printable(str(block.get("diagnostic-code", ""))) or None
                 best = (kind, status, diagnostic)
     return best
+
+
+def supersedes(kind: str, earlier: str | None) -> bool:
+    """Whether a report of `kind` says more than an `earlier` one about the same message:
+    a hard bounce after a delay warning counts, the same report again or a milder one not."""
+    return earlier is None or _SEVERITY[kind] > _SEVERITY[earlier]
 
 
 def _from_detectors(message: Message) -> str | None:

@@ -24,10 +24,6 @@ async def suppressions_for(
     return {row.address: row for row in (await session.exec(query)).all()}
 
 
-async def is_suppressed(session: AsyncSession, address: str) -> bool:
-    return bool(await suppressions_for(session, [address]))
-
-
 async def suppress(
     session: AsyncSession,
     address: str,
