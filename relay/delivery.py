@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from relay.bounces import BounceAddresses
 from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
 from relay.masking import mask_addresses
 from relay.transport import Transport
@@ -39,11 +39,11 @@ class Signer(Protocol):
 
 
 class DeliveryWorker:
-    """Sends due outbox rows. `envelope_sender` names each row's return path (a signed
-    bounce address, relay.bounces); `signer` DKIM-signs each message as it leaves."""
+    """Sends due outbox rows. `signer` DKIM-signs each message as it leaves; once
+    `bounce_addresses` is set (it needs the database's secret), each row leaves with its own
+    signed return path (relay.bounces)."""
 
-    envelope_sender: Callable[[OutboxItem], str] | None = None
-    signer: Signer | None = None
+    bounce_addresses: BounceAddresses | None = None
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class DeliveryWorker:
         lease: timedelta,
         poll_interval: float,
         wakeup: asyncio.Event | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.sessions = sessions
         self.transport = transport
@@ -63,6 +64,7 @@ class DeliveryWorker:
         self.lease = lease
         self.poll_interval = poll_interval
         self.wakeup = wakeup or asyncio.Event()
+        self.signer = signer
         self._rng = random.Random()
         self._stopping = asyncio.Event()
 
@@ -121,7 +123,8 @@ class DeliveryWorker:
 
     async def _deliver(self, item: OutboxItem) -> None:
         assert item.id is not None
-        mail_from = self.envelope_sender(item) if self.envelope_sender else item.mail_from
+        bounces = self.bounce_addresses
+        mail_from = bounces.address_for(item.id, utcnow()) if bounces else item.mail_from
         try:
             raw = self.signer.sign(item.raw) if self.signer else item.raw
             await self.transport.send(mail_from, item.rcpt_to, raw)

@@ -34,15 +34,8 @@ from storage.db import (
     transaction,
 )
 from storage.migrate import upgrade
-from storage.models import OutboxItem
-from storage.types import utcnow
 
 log = logging.getLogger(__name__)
-
-
-def _id(item: OutboxItem) -> int:
-    assert item.id is not None
-    return item.id
 
 
 def mime_limits(settings: Settings) -> MimeLimits:
@@ -107,10 +100,8 @@ class Relay:
             concurrency=settings.delivery_concurrency,
             lease=timedelta(seconds=settings.delivery_lease),
             poll_interval=settings.delivery_poll_interval,
-        )
-        # Raises ValueError for a missing or unusable key: better no start than unsigned mail.
-        self.worker.signer = load_signer(
-            settings.dkim_selector, settings.dkim_key_file, settings.domain
+            # Raises ValueError for a missing or unusable key: no start beats unsigned mail.
+            signer=load_signer(settings.dkim_selector, settings.dkim_key_file, settings.domain),
         )
         self.tickets = TicketService(
             self.sessions,
@@ -150,8 +141,7 @@ class Relay:
             self.settings.domain,
             timedelta(seconds=self.settings.bounce_address_ttl),
         )
-        addresses = self.bounce_addresses
-        self.worker.envelope_sender = lambda item: addresses.address_for(_id(item), utcnow())
+        self.worker.bounce_addresses = self.bounce_addresses
 
     async def start_smtp(self) -> None:
         assert self.bounce_addresses is not None, "call prepare() first"
