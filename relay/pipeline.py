@@ -90,6 +90,8 @@ class IncomingMail:
     raw: bytes
     mail_from: str
     parsed: ParsedMessage
+    # The one address of the From header, read strictly; None when there is not exactly one.
+    sender: str | None = None
     # SPF/DKIM/DMARC, evaluated once before the transaction (DNS must not hold it open).
     verdict: AuthVerdict | None = None
     # What is read from it once, before masking for each alias's reader.
@@ -175,10 +177,11 @@ class InboundPipeline:
             # Accepted and dropped: refusing would make the sender bounce it back to us.
             log.warning("discarded the relay's own mail coming back (loop) from %r", mail_from)
             return S250_DISCARDED
-        verdict = await self._authenticate(arrival, parsed)
+        sender = parse_single_sender(parsed.from_header) if parsed.from_header else None
+        verdict = await self._authenticate(arrival, sender)
         for attempt in (1, 2):
             try:
-                contexts = await self._run(arrival, parsed, verdict)
+                contexts = await self._run(arrival, parsed, sender, verdict)
                 break
             except IntegrityError:
                 # A concurrent copy of the same message committed first; rerun to see it.
@@ -190,8 +193,7 @@ class InboundPipeline:
             return S250_OK
         return S250_DUPLICATE
 
-    async def _authenticate(self, arrival: Arrival, parsed: ParsedMessage) -> AuthVerdict | None:
-        sender = parse_single_sender(parsed.from_header) if parsed.from_header else None
+    async def _authenticate(self, arrival: Arrival, sender: str | None) -> AuthVerdict | None:
         if self.authenticator is None or sender is None:
             return None  # no checks configured, or `authorize` refuses the message anyway
         return await self.authenticator.evaluate(
@@ -203,10 +205,14 @@ class InboundPipeline:
         )
 
     async def _run(
-        self, arrival: Arrival, parsed: ParsedMessage, verdict: AuthVerdict | None
+        self,
+        arrival: Arrival,
+        parsed: ParsedMessage,
+        sender: str | None,
+        verdict: AuthVerdict | None,
     ) -> list[InboundContext]:
         contexts: list[InboundContext] = []
-        mail = IncomingMail(arrival.raw, arrival.mail_from, parsed, verdict=verdict)
+        mail = IncomingMail(arrival.raw, arrival.mail_from, parsed, sender, verdict)
         async with transaction(self.sessions) as session:
             for local_part in dict.fromkeys(arrival.local_parts):
                 ctx = InboundContext(session, mail, local_part)
@@ -228,7 +234,7 @@ class InboundPipeline:
     async def authorize(self, ctx: InboundContext) -> None:
         if not ctx.mail.parsed.from_header:
             raise SenderNotAllowed("550 5.7.1 A From header with one address is required")
-        sender = parse_single_sender(ctx.mail.parsed.from_header)
+        sender = ctx.mail.sender
         if sender is None:
             raise SenderNotAllowed("550 5.7.1 The From header must name exactly one valid address")
         assert ctx.bundle is not None
