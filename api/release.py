@@ -10,7 +10,7 @@ from api.auth import current_partner, relay_of
 from api.bodies import int_param
 from api.contract import ApiRoute, Contract
 from api.schemas import MessagePublic
-from api.views import ticket_detail
+from api.views import message_of_ticket
 from relay.release import release_message
 
 
@@ -24,8 +24,7 @@ async def release(request: Request) -> Response:
     shown: list[MessagePublic] = []
 
     async def answer(session: AsyncSession) -> None:
-        detail = await ticket_detail(session, partner_id, ticket_id)
-        shown.extend(m for m in detail.conversation if m.id == message_id)
+        shown.append(await message_of_ticket(session, partner_id, ticket_id, message_id))
 
     await release_message(
         relay.sessions,

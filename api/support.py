@@ -28,7 +28,7 @@ from api.schemas import (
     TicketQuery,
     TicketUpdate,
 )
-from api.views import ticket_detail, ticket_summaries
+from api.views import message_of_ticket, ticket_detail, ticket_summaries
 from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
 from relay.tickets import NewMessage, NewTicket, TicketChanges
@@ -96,12 +96,10 @@ async def created(
     """The 201 for a new ticket (or one of its messages), built and recorded in the creating
     transaction: a replay returns these very bytes."""
     assert partner.id is not None
-    detail = await ticket_detail(session, partner.id, ticket_id)
     if message_id is None:
-        body = detail.dump()
+        body = (await ticket_detail(session, partner.id, ticket_id)).dump()
     else:
-        [message] = [m for m in detail.conversation if m.id == message_id]
-        body = message.dump()
+        body = (await message_of_ticket(session, partner.id, ticket_id, message_id)).dump()
     return await respond(idempotency, session, body, location=location)
 
 

@@ -84,6 +84,15 @@ async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) 
     )
 
 
+async def message_of_ticket(
+    session: AsyncSession, partner_id: int, ticket_id: int, message_id: int
+) -> MessagePublic:
+    """One entry of a ticket's conversation, exactly as the ticket detail shows it."""
+    detail = await ticket_detail(session, partner_id, ticket_id)
+    [message] = [m for m in detail.conversation if m.id == message_id]
+    return message
+
+
 async def _reachability(
     session: AsyncSession, fleet_address: str, partner_address: str
 ) -> TicketReachability:

@@ -11,8 +11,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from relay.compose import FilePart
 from relay.outgoing import Mailer, TicketBundle
 from relay.threads import threading_for
-from storage.models import Message
-from storage.tickets import FLEET, other_side
+from storage.models import Attachment, Message
+from storage.tickets import FLEET, blob_data, other_side
+
+
+async def stored_file(session: AsyncSession, attachment: Attachment) -> FilePart:
+    """A stored attachment as a part of an email to send."""
+    data = await blob_data(session, attachment.blob_id)
+    return FilePart(attachment.filename, attachment.content_type, data, attachment.content_id)
 
 
 async def forward_email(

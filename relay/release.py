@@ -6,15 +6,14 @@ from collections.abc import Awaitable, Callable
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from relay.compose import FilePart
 from relay.dispositions import FORWARDED, RELEASABLE
 from relay.errors import Conflict, NotFound
-from relay.forwarding import forward_email
+from relay.forwarding import forward_email, stored_file
 from relay.lifecycle import CLOSED
 from relay.outgoing import Mailer, load_bundle
 from storage.db import SessionFactory, transaction
 from storage.models import Message
-from storage.tickets import blob_data, record_event, ticket_attachments, ticket_for_partner, touch
+from storage.tickets import record_event, ticket_attachments, ticket_for_partner, touch
 
 Within = Callable[[AsyncSession], Awaitable[None]]
 
@@ -45,7 +44,7 @@ async def release_message(
             raise Conflict("Ticket is closed; reopen it first (status open).")
         bundle = await load_bundle(session, ticket)
         files = [
-            FilePart(a.filename, a.content_type, await blob_data(session, a.blob_id), a.content_id)
+            await stored_file(session, a)
             for a in await ticket_attachments(session, ticket_id)
             if a.message_id == message_id
         ]

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.compose import FilePart
 from relay.errors import Conflict, InvalidInput, NotFound, OpenTicketLimit
+from relay.forwarding import stored_file
 from relay.lifecycle import CLOSED, check_transition
 from relay.masking import mask_addresses
 from relay.outgoing import Mailer, TicketBundle, load_bundle
@@ -23,7 +24,6 @@ from storage.tickets import (
     FLEET,
     PARTNER,
     add_aliases,
-    blob_data,
     claim_upload,
     claimable_uploads,
     record_event,
@@ -484,6 +484,5 @@ async def _claim_all(
     for token in tokens:
         upload = uploads[token]
         claim_upload(session, upload, ticket_id, message_id)
-        data = await blob_data(session, upload.blob_id)
-        files.append(FilePart(upload.filename, upload.content_type, data))
+        files.append(await stored_file(session, upload))
     return files
