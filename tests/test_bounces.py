@@ -167,7 +167,13 @@ async def test_an_operator_clears_a_suppression(live: LiveRelay) -> None:
     "forge",
     [
         pytest.param(lambda a, good: good.replace(good.split("-")[-1][:4], "aaaa"), id="bad-mac"),
-        pytest.param(lambda a, good: a.address_for(999_999, utcnow()), id="other-item"),
+        pytest.param(
+            # The right item and a fresh expiry, signed with a key that is not the relay's.
+            lambda a, good: BounceAddresses(
+                [b"not-the-relays-key" * 2], a.domain, a.ttl
+            ).address_for(int(good.split("-")[1]), utcnow()),
+            id="other-key",
+        ),
         pytest.param(
             lambda a, good: a.address_for(
                 int(good.split("-")[1]), utcnow() - a.ttl - timedelta(days=1)
