@@ -50,13 +50,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bench.common import created, ints
 from bench.crash import Child
 from bench.harness import (
     DEFAULT_PG,
     RelayProcess,
     child_env,
     create_accounts,
-    created,
     put_trips,
     ratio,
     require_tool,
@@ -403,13 +403,9 @@ async def run(cfg: Settings, keep: bool) -> int:
     return 0
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 def parse(argv: list[str] | None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--concurrency", type=_ints, default=[16, 64])
+    parser.add_argument("--concurrency", type=ints, default=[16, 64])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds a point")
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default=DEFAULT_PG)

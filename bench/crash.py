@@ -22,21 +22,19 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any
 
 import aiosmtplib
-import asyncpg
 import httpx
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import func, select
 from sqlmodel import col
 
+from bench.common import created, postgres_schema
 from relay.replies import S250_DUPLICATE
 from relay.sink import MailSink, Received, SinkHandler, free_port
 from storage.db import make_engine
@@ -473,26 +471,6 @@ def thresholds(rng: random.Random, count: int, kills: int) -> list[int]:
     return sorted(rng.choices(range(low, high), k=kills))
 
 
-@asynccontextmanager
-async def fresh_schema(url: str) -> AsyncIterator[str]:
-    """A PostgreSQL schema of the run's own, dropped afterwards."""
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    schema = f"crash_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    try:
-        yield schema
-    finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        finally:
-            await conn.close()
-
-
 class CrashRun:
     """One crash test: the processes, the accounts and tickets, then the two phases."""
 
@@ -574,14 +552,14 @@ class CrashRun:
         admin = {"Authorization": f"ApiKey {self.admin_key}"}
         base = f"http://127.0.0.1:{self.http_port}"
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            partner = _created(
+            partner = created(
                 await http.post(
                     "/v1/admin/partners",
                     headers=admin,
                     json={"name": "Crash Travel", "contactEmail": PARTNER_EMAIL},
                 )
             )
-            fleet = _created(
+            fleet = created(
                 await http.post(
                     "/v1/admin/fleets",
                     headers=admin,
@@ -597,10 +575,10 @@ class CrashRun:
             }
             # A trip per ticket: partners may keep only a few tickets open on one trip.
             for n in range(self.cfg.tickets):
-                _created(await http.put(f"/v1/trips/CRASH-{n}", headers=auth, json=trip))
+                created(await http.put(f"/v1/trips/CRASH-{n}", headers=auth, json=trip))
                 body = {"subject": f"Crash ticket {n}", "comment": f"Crash ticket {n}."}
                 url = f"/v1/support/demand/trips/CRASH-{n}/tickets"
-                _created(await http.post(url, headers=auth, json=body))
+                created(await http.post(url, headers=auth, json=body))
         deadline = time.monotonic() + self.cfg.drain_timeout
         while True:
             opened = [r for r in read_spool(self.spool) if FLEET_EMAIL in r.rcpt_to]
@@ -726,14 +704,6 @@ class CrashRun:
         )
 
 
-def _created(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code not in (200, 201):
-        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
-    data = response.json()
-    assert isinstance(data, dict)
-    return data
-
-
 async def run_crash(cfg: CrashConfig, log: Callable[[str], None] = print) -> CrashReport:
     """Run both phases against fresh processes and count, per marker, what was lost."""
     return await CrashRun(cfg, log).run()
@@ -780,7 +750,7 @@ async def _bench(args: argparse.Namespace, seed: int, workdir: Path) -> CrashRep
 
     url: str | None = args.database_url
     if url and url.startswith("postgresql"):
-        async with fresh_schema(url) as schema:
+        async with postgres_schema(url, "crash") as schema:
             return await run_crash(config(url, schema))
     return await run_crash(config(url, None))
 

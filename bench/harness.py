@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
+from bench.common import asyncpg_dsn, created
 from bench.crash import Child, relay_command
 from bench.servers import SERVER_READY
 from relay.sink import free_port
@@ -38,14 +39,6 @@ DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 
 # --- numbers and tables ------------------------------------------------------------------
-
-
-def pct(samples: Sequence[float], q: float) -> float:
-    """The q-quantile by the nearest-rank method (NaN for no samples)."""
-    if not samples:
-        return math.nan
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -199,10 +192,6 @@ async def start_discard(workdir: Path, size_limit: int = 25 * 1024 * 1024) -> tu
 # --- databases -----------------------------------------------------------------------------
 
 
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 @asynccontextmanager
 async def scratch_database(kind: str, workdir: Path, pg_url: str) -> AsyncIterator[str]:
     """A fresh database for one run: a SQLite file, or a PostgreSQL database dropped after.
@@ -214,7 +203,7 @@ async def scratch_database(kind: str, workdir: Path, pg_url: str) -> AsyncIterat
         yield f"sqlite+aiosqlite:///{workdir / f'bench-{secrets.token_hex(3)}.db'}"
         return
     name = f"relay_bench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(_dsn(pg_url))
+    conn = await asyncpg.connect(asyncpg_dsn(pg_url))
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -223,7 +212,7 @@ async def scratch_database(kind: str, workdir: Path, pg_url: str) -> AsyncIterat
     try:
         yield f"{base}/{name}"
     finally:
-        conn = await asyncpg.connect(_dsn(pg_url))
+        conn = await asyncpg.connect(asyncpg_dsn(pg_url))
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
@@ -235,7 +224,7 @@ async def server_version(kind: str, url: str) -> str:
         import sqlite3
 
         return f"SQLite {sqlite3.sqlite_version}"
-    conn = await asyncpg.connect(_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         version = await conn.fetchval("SHOW server_version")
     finally:
@@ -296,14 +285,6 @@ class RelayProcess:
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"ApiKey {self.admin_key}"}
-
-
-def created(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code not in (200, 201):
-        raise RuntimeError(f"{response.request.url}: {response.status_code} {response.text}")
-    data = response.json()
-    assert isinstance(data, dict)
-    return data
 
 
 TRIP = {"pickup": "1 Main Street", "dropoff": "Airport T2", "scheduledAt": "2026-11-20T08:30:00Z"}

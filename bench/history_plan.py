@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import re
-import secrets
 import sqlite3
 import sys
 import tempfile
@@ -20,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 from itertools import accumulate, islice
 from typing import Any
 
-import asyncpg
 from sqlalchemy import event, insert, literal
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.views import ticket_summaries
+from bench.common import pct, postgres_schema
 from storage.catalog import category_family
 from storage.db import SessionFactory, make_engine, make_sessions
 from storage.history import SortKey, TicketFilter, search_tickets
@@ -676,11 +675,6 @@ async def timed(
     return mine, theirs
 
 
-def pct(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered)) - 1))]
-
-
 @asynccontextmanager
 async def scratch(url: str | None, tmp: str) -> AsyncIterator[tuple[str, str | None]]:
     """A fresh database: a SQLite file in `tmp`, or a PostgreSQL schema dropped at the end."""
@@ -690,21 +684,8 @@ async def scratch(url: str | None, tmp: str) -> AsyncIterator[tuple[str, str | N
     if url.startswith("sqlite"):
         yield url, None
         return
-    schema = f"bench_history_{secrets.token_hex(4)}"
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    try:
+    async with postgres_schema(url, "bench_history") as schema:
         yield url, schema
-    finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        finally:
-            await conn.close()
 
 
 async def server_version(engine: AsyncEngine) -> str:

@@ -50,6 +50,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.common import ints, pct
 from bench.harness import (
     DEFAULT_PG,
     ArrivalLog,
@@ -57,7 +58,6 @@ from bench.harness import (
     Sink,
     TicketPool,
     cpu_seconds,
-    pct,
     ratio,
     require_tool,
     run_main,
@@ -440,10 +440,6 @@ async def run(cfg: Settings, keep: bool) -> int:
     return 0
 
 
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
 def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, help="per case and target (2000)")
@@ -457,10 +453,8 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
         type=float,
         help="seconds the paced phase may last, at most (20)",
     )
-    parser.add_argument(
-        "--sizes", type=_ints, default=[2048, 102400], help="bytes, comma-separated"
-    )
-    parser.add_argument("--connections", type=_ints, default=[1, 20])
+    parser.add_argument("--sizes", type=ints, default=[2048, 102400], help="bytes, comma-separated")
+    parser.add_argument("--connections", type=ints, default=[1, 20])
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument(
         "--pg-url", default=DEFAULT_PG, help="a server to CREATE/DROP the run's own database on"
