@@ -117,6 +117,15 @@ class LiveRelay:
         assert response.status_code == 201, response.text
         return response.json()
 
+    async def fleet_ticket(self) -> tuple[Accounts, int, str]:
+        """New accounts and a ticket whose first email reached the fleet: (accounts, ticket
+        id, the alias the fleet answers to)."""
+        acc = await self.accounts()
+        await self.put_trip(acc)
+        ticket = await self.open_ticket(acc)
+        [mail] = await self.sink.handler.wait_for(FLEET_INBOX)
+        return acc, ticket["id"], mail.message["Reply-To"].addresses[0].addr_spec
+
     async def ticket(self, acc: Accounts, ticket_id: int) -> Any:
         response = await self.http.get(f"/v1/support/tickets/{ticket_id}", headers=acc.auth)
         assert response.status_code == 200, response.text

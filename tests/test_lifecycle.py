@@ -17,14 +17,6 @@ from tests.conftest import Database
 from tests.harness import FLEET_INBOX, PARTNER_INBOX, Accounts, LiveRelay, live_relay, reply_mail
 
 
-async def _opened(live: LiveRelay) -> tuple[Accounts, int, str]:
-    acc = await live.accounts()
-    await live.put_trip(acc)
-    ticket = await live.open_ticket(acc)
-    [mail] = await live.sink.handler.wait_for(FLEET_INBOX)
-    return acc, ticket["id"], mail.message["Reply-To"].addresses[0].addr_spec
-
-
 async def _patch(
     live: LiveRelay, acc: Accounts, ticket_id: int, **body: object
 ) -> tuple[int, dict]:
@@ -59,7 +51,7 @@ def test_transition_rules(current: str, target: str, allowed: bool) -> None:
 async def test_status_changes_are_events_and_the_fleet_hears_of_close_and_reopen(
     live: LiveRelay,
 ) -> None:
-    acc, ticket_id, alias = await _opened(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     status, body = await _patch(live, acc, ticket_id, status="processing", priority="urgent")
     assert status == 200 and body["status"] == "processing" and body["priority"] == "urgent"
     status, body = await _patch(live, acc, ticket_id, status="closed")
@@ -91,7 +83,7 @@ async def test_status_changes_are_events_and_the_fleet_hears_of_close_and_reopen
 
 
 async def test_patch_validation_and_isolation(live: LiveRelay) -> None:
-    acc, ticket_id, _ = await _opened(live)
+    acc, ticket_id, _ = await live.fleet_ticket()
     status, problem = await _patch(live, acc, ticket_id, status="done")
     assert status == 422 and problem["invalidParams"][0]["name"] == "status"
     status, problem = await _patch(live, acc, ticket_id)
@@ -107,7 +99,7 @@ async def test_patch_validation_and_isolation(live: LiveRelay) -> None:
 
 
 async def test_partner_message_is_mailed_to_the_fleet_threaded_and_masked(live: LiveRelay) -> None:
-    acc, ticket_id, alias = await _opened(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     upload = await live.http.post(
         "/v1/support/upload-attachment",
         headers=acc.auth,
@@ -138,7 +130,7 @@ async def test_partner_message_is_mailed_to_the_fleet_threaded_and_masked(live: 
 
 
 async def test_internal_note_is_kept_but_never_sent(live: LiveRelay) -> None:
-    acc, ticket_id, _ = await _opened(live)
+    acc, ticket_id, _ = await live.fleet_ticket()
     response = await live.http.post(
         f"/v1/support/tickets/{ticket_id}/messages",
         headers=acc.auth,
@@ -157,7 +149,7 @@ async def test_internal_note_is_kept_but_never_sent(live: LiveRelay) -> None:
 
 
 async def test_message_to_a_closed_ticket_needs_a_reopen(live: LiveRelay) -> None:
-    acc, ticket_id, _ = await _opened(live)
+    acc, ticket_id, _ = await live.fleet_ticket()
     await _patch(live, acc, ticket_id, status="closed")
     response = await live.http.post(
         f"/v1/support/tickets/{ticket_id}/messages", headers=acc.auth, json={"comment": "hi"}
@@ -166,7 +158,7 @@ async def test_message_to_a_closed_ticket_needs_a_reopen(live: LiveRelay) -> Non
 
 
 async def test_fleet_mail_reopens_a_recently_closed_ticket(live: LiveRelay) -> None:
-    acc, ticket_id, alias = await _opened(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     await _patch(live, acc, ticket_id, status="closed")
     reply = await live.send(reply_mail(FLEET_INBOX, alias, "One more thing..."), alias)
     assert reply.startswith("2.0.0")
@@ -180,7 +172,7 @@ async def test_fleet_mail_reopens_a_recently_closed_ticket(live: LiveRelay) -> N
 
 async def test_fleet_mail_after_the_window_is_refused_with_a_clear_text(database: Database) -> None:
     async with live_relay(database.url, database.schema, reopen_window=3600) as live:
-        acc, ticket_id, alias = await _opened(live)
+        acc, ticket_id, alias = await live.fleet_ticket()
         await _patch(live, acc, ticket_id, status="closed")
         async with transaction(live.relay.sessions) as session:
             ticket = (await session.exec(select(Ticket).where(Ticket.id == ticket_id))).one()

@@ -19,7 +19,7 @@ import aiosmtplib
 import pytest
 
 from tests.forward_checks import assert_nothing_leaks, assert_only_our_headers, leak_tokens
-from tests.harness import FLEET_INBOX, PARTNER_INBOX, Accounts, LiveRelay
+from tests.harness import FLEET_INBOX, PARTNER_INBOX, LiveRelay
 
 CORPUS = Path(__file__).parent / "corpus" / "malformed"
 ENHANCED = re.compile(r"^5\.\d{1,3}\.\d{1,3} \S")
@@ -161,14 +161,6 @@ def addressed(raw: bytes, alias: str, addressing: str) -> bytes:
     return b"".join(kept) + ours + b"".join(lines[end:])
 
 
-async def _ticket(live: LiveRelay) -> tuple[Accounts, int, str]:
-    acc = await live.accounts()
-    await live.put_trip(acc)
-    ticket = await live.open_ticket(acc)
-    [mail] = await live.sink.handler.wait_for(FLEET_INBOX)
-    return acc, ticket["id"], mail.message["Reply-To"].addresses[0].addr_spec
-
-
 async def send_and_noop(live: LiveRelay, raw: bytes, alias: str) -> tuple[int, str]:
     """(code, text) of the final reply to DATA; the same session must then answer NOOP."""
     async with aiosmtplib.SMTP(hostname="127.0.0.1", port=live.smtp_port, timeout=20) as client:
@@ -186,7 +178,7 @@ async def send_and_noop(live: LiveRelay, raw: bytes, alias: str) -> tuple[int, s
 @pytest.mark.parametrize("name", _params())
 async def test_corpus_message(live: LiveRelay, name: str) -> None:
     case = MANIFEST[name]
-    acc, ticket_id, alias = await _ticket(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     sent = addressed((CORPUS / name).read_bytes(), alias, case.addressing)
 
     code, text = await send_and_noop(live, sent, alias)

@@ -26,14 +26,6 @@ async def loopy(database: Database) -> AsyncIterator[LiveRelay]:
         yield relay
 
 
-async def opened(live: LiveRelay) -> tuple[Accounts, Any, str]:
-    acc = await live.accounts()
-    await live.put_trip(acc)
-    ticket = await live.open_ticket(acc)
-    [mail] = await live.sink.handler.wait_for(FLEET_INBOX)
-    return acc, ticket, mail.message["Reply-To"].addresses[0].addr_spec
-
-
 async def release(live: LiveRelay, acc: Accounts, ticket_id: int, message_id: int) -> Any:
     return await live.http.post(
         f"/v1/support/tickets/{ticket_id}/messages/{message_id}/release", headers=acc.auth
@@ -42,18 +34,18 @@ async def release(live: LiveRelay, acc: Accounts, ticket_id: int, message_id: in
 
 async def test_quarantined_mail_is_forwarded_once_when_released(strict: LiveRelay) -> None:
     live = strict
-    acc, ticket, alias = await opened(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     reply = reply_mail(FLEET_INBOX, alias, "Found it under the seat.")
     reply.add_attachment(
         b"%PDF-1.4 receipt", maintype="application", subtype="pdf", filename="receipt.pdf"
     )
     await live.send(reply, alias)
-    message = (await live.ticket(acc, ticket["id"]))["conversation"][-1]
+    message = (await live.ticket(acc, ticket_id))["conversation"][-1]
     assert message["disposition"] == "quarantined"
     await asyncio.sleep(0.3)
     assert live.sink.handler.for_rcpt(PARTNER_INBOX) == []
 
-    released = await release(live, acc, ticket["id"], message["id"])
+    released = await release(live, acc, ticket_id, message["id"])
 
     assert released.status_code == 200, released.text
     assert released.json()["disposition"] == "forwarded"
@@ -63,10 +55,10 @@ async def test_quarantined_mail_is_forwarded_once_when_released(strict: LiveRela
     names = [part.get_filename() for part in forward.message.iter_attachments()]
     assert names == ["receipt.pdf"]
     assert FLEET_INBOX not in forward.raw.decode(errors="replace")
-    events = [e["kind"] for e in (await live.ticket(acc, ticket["id"]))["events"]]
+    events = [e["kind"] for e in (await live.ticket(acc, ticket_id))["events"]]
     assert events.count("message.released") == 1
 
-    again = await release(live, acc, ticket["id"], message["id"])
+    again = await release(live, acc, ticket_id, message["id"])
     assert again.status_code == 409
     assert again.headers["content-type"].startswith("application/problem+json")
     await asyncio.sleep(0.3)
@@ -75,30 +67,30 @@ async def test_quarantined_mail_is_forwarded_once_when_released(strict: LiveRela
 
 async def test_held_mail_can_be_released(loopy: LiveRelay) -> None:
     live = loopy
-    acc, ticket, alias = await opened(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     await live.send(reply_mail(FLEET_INBOX, alias, "First."), alias)
     await live.send(reply_mail(FLEET_INBOX, alias, "Second."), alias)
-    held = (await live.ticket(acc, ticket["id"]))["conversation"][-1]
+    held = (await live.ticket(acc, ticket_id))["conversation"][-1]
     assert held["disposition"] == "held"
 
-    assert (await release(live, acc, ticket["id"], held["id"])).status_code == 200
+    assert (await release(live, acc, ticket_id, held["id"])).status_code == 200
     forwards = await live.sink.handler.wait_for(PARTNER_INBOX, count=2)
     assert "Second." in forwards[1].text()
 
 
 async def test_only_the_owner_releases_and_only_kept_mail(strict: LiveRelay) -> None:
     live = strict
-    acc, ticket, alias = await opened(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     await live.send(reply_mail(FLEET_INBOX, alias, "Quarantined."), alias)
-    detail = await live.ticket(acc, ticket["id"])
+    detail = await live.ticket(acc, ticket_id)
     opening, kept = detail["conversation"][0], detail["conversation"][-1]
 
     other = await live.add_partner(name="Other", email="other@partner.example")
     stranger = Accounts(other["id"], other["apiKey"], acc.fleet_id)
-    assert (await release(live, stranger, ticket["id"], kept["id"])).status_code == 404
-    assert (await release(live, acc, ticket["id"], 99_999)).status_code == 404
-    not_kept = await release(live, acc, ticket["id"], opening["id"])
+    assert (await release(live, stranger, ticket_id, kept["id"])).status_code == 404
+    assert (await release(live, acc, ticket_id, 99_999)).status_code == 404
+    not_kept = await release(live, acc, ticket_id, opening["id"])
     assert not_kept.status_code == 409
     assert "forwarded" in not_kept.json()["detail"]
-    after = await live.ticket(acc, ticket["id"])
+    after = await live.ticket(acc, ticket_id)
     assert after["conversation"][-1]["disposition"] == "quarantined"

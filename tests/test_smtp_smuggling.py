@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import FLEET_INBOX, PARTNER_INBOX, Accounts, LiveRelay
+from tests.harness import FLEET_INBOX, PARTNER_INBOX, LiveRelay
 from tests.smtp_wire import WireClient
 
 # Sequences some servers mistake for <CRLF>.<CRLF>.
@@ -23,14 +23,6 @@ FAKE_ENDS = {
     "lf-dot-cr": b"\n.\r",
 }
 MARKER = "SMUGGLED-7f3a"
-
-
-async def _ticket(live: LiveRelay) -> tuple[Accounts, int, str]:
-    acc = await live.accounts()
-    await live.put_trip(acc)
-    ticket = await live.open_ticket(acc)
-    [mail] = await live.sink.handler.wait_for(FLEET_INBOX)
-    return acc, ticket["id"], mail.message["Reply-To"].addresses[0].addr_spec
 
 
 def _payload(alias: str, fake_end: bytes) -> bytes:
@@ -48,7 +40,7 @@ def _payload(alias: str, fake_end: bytes) -> bytes:
 
 @pytest.mark.parametrize("fake_end", FAKE_ENDS.values(), ids=FAKE_ENDS.keys())
 async def test_a_fake_end_of_data_smuggles_nothing(live: LiveRelay, fake_end: bytes) -> None:
-    acc, ticket_id, alias = await _ticket(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     client = await WireClient.connect(live.smtp_port)
     try:
         await client.envelope(FLEET_INBOX, alias)
@@ -79,7 +71,7 @@ async def test_a_fake_end_of_data_smuggles_nothing(live: LiveRelay, fake_end: by
 async def test_the_real_end_of_data_still_works_after_a_fake_one(live: LiveRelay) -> None:
     """Two genuine transactions on one connection, the first carrying every fake end: two
     messages, and the second one's body is its own."""
-    acc, ticket_id, alias = await _ticket(live)
+    acc, ticket_id, alias = await live.fleet_ticket()
     client = await WireClient.connect(live.smtp_port)
     try:
         await client.envelope(FLEET_INBOX, alias)
