@@ -20,7 +20,7 @@ from typing import Any
 
 from relay.auth_headers import strip_authentication_results
 from relay.auth_verdict import AuthVerdict, unavailable_verdict
-from relay.dkim_check import check_dkim
+from relay.dkim_check import MAX_DKIM_SIGNATURES, check_dkim
 from relay.dmarc_check import DmarcOutcome, check_dmarc, identifiers_aligned, public_suffixes
 from relay.dns import Resolver
 from relay.domain_names import ascii_domain, is_hostname
@@ -54,6 +54,7 @@ class Authenticator:
         trusted_front: Sequence[str] = (),
         trusted_authserv_ids: Sequence[str] = (),
         timeout: float = 10.0,
+        max_dkim_signatures: int = MAX_DKIM_SIGNATURES,
     ) -> None:
         if not is_hostname(authserv_id):
             raise ValueError(f"authserv-id must be a host name, got {authserv_id!r}")
@@ -62,6 +63,7 @@ class Authenticator:
         self.resolver = resolver
         self.authserv_id = authserv_id.lower()
         self.timeout = timeout
+        self.max_dkim_signatures = max_dkim_signatures
         self.trusted_front = tuple(
             ipaddress.ip_network(entry.strip(), strict=False) for entry in trusted_front
         )
@@ -118,7 +120,11 @@ class Authenticator:
             spf_task = asyncio.ensure_future(
                 asyncio.to_thread(check_spf, scope, str(address), sender, helo)
             )
-        dkim_task = asyncio.ensure_future(asyncio.to_thread(self._stripped_dkim, scope, raw))
+        dkim_task = asyncio.ensure_future(
+            asyncio.to_thread(
+                check_dkim, scope, strip_authentication_results(raw), self.max_dkim_signatures
+            )
+        )
         pending_tasks: set[asyncio.Future[Any]] = {dkim_task}
         if spf_task is not None:
             pending_tasks.add(spf_task)
@@ -170,7 +176,3 @@ class Authenticator:
             aligned=dmarc_outcome.aligned,
             source="relay",
         )
-
-    @staticmethod
-    def _stripped_dkim(scope: LookupScope, raw: bytes) -> tuple[str, tuple[str, ...]]:
-        return check_dkim(scope, strip_authentication_results(raw))

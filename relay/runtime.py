@@ -75,6 +75,7 @@ def authenticator(settings: Settings) -> Authenticator:
         trusted_front=settings.trusted_front_list,
         trusted_authserv_ids=settings.trusted_authserv_id_list,
         timeout=settings.auth_timeout,
+        max_dkim_signatures=settings.dkim_max_signatures,
     )
 
 

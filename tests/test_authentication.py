@@ -241,6 +241,20 @@ async def test_dkim_multiple_signatures(dns_server: LocalDNS, keys: Keys) -> Non
     assert one_good.dkim_domains == ("other.example",)
 
 
+async def test_dkim_checks_no_more_signatures_than_configured(
+    dns_server: LocalDNS, keys: Keys
+) -> None:
+    signer_other = publish_key(dns_server, keys, "other", "other.example")
+    unpublished = DkimSigner("s2", "third.example", keys["other"][0])
+    # The good signature sits below one whose key is not published.
+    raw = unpublished.sign(signer_other.sign(message()))
+
+    verdict = await evaluate(authenticator(dns_server, max_dkim_signatures=1), raw)
+
+    assert verdict.dkim == "permerror"
+    assert dns_server.count("s1._domainkey.other.example") == 0
+
+
 async def test_dkim_key_longer_than_a_udp_answer_comes_over_tcp(dns_server: LocalDNS, keys) -> None:
     signer = publish_key(dns_server, keys, "a", "a.example")
     dns_server.max_udp_size = 300  # a 2048-bit key record does not fit
