@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -104,7 +105,7 @@ class DeliveryWorker:
             suppressed = await suppressions_for(session, [i.rcpt_to for i in items])
         if not items:
             return False
-        await asyncio.gather(
+        outcomes = await asyncio.gather(
             *(
                 self._refuse_suppressed(item)
                 if item.rcpt_to.lower() in suppressed
@@ -112,16 +113,16 @@ class DeliveryWorker:
                 for item in items
             )
         )
+        await self._record(outcomes)
         return True
 
-    async def _refuse_suppressed(self, item: OutboxItem) -> None:
+    async def _refuse_suppressed(self, item: OutboxItem) -> Outcome:
         # The address hard-bounced before: sending again would only hurt the relay's
         # reputation. An operator lifts the suppression (`support-relay suppression clear`).
-        await self._finish(
-            item, outbox.FAILED, "delivery.suppressed", "recipient suppressed after a hard bounce"
-        )
+        reason = "recipient suppressed after a hard bounce"
+        return Outcome(item, outbox.FAILED, "delivery.suppressed", reason)
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver(self, item: OutboxItem) -> Outcome:
         assert item.id is not None
         bounces = self.bounce_addresses
         mail_from = bounces.address_for(item.id, utcnow()) if bounces else item.mail_from
@@ -129,46 +130,50 @@ class DeliveryWorker:
             raw = self.signer.sign(item.raw) if self.signer else item.raw
             await self.transport.send(mail_from, item.rcpt_to, raw)
         except PermanentDeliveryError as exc:
-            await self._finish(item, outbox.FAILED, "delivery.failed", str(exc))
+            return Outcome(item, outbox.FAILED, "delivery.failed", str(exc))
         except TemporaryDeliveryError as exc:
-            await self._defer(item, str(exc))
+            return self._deferred(item, str(exc))
         except Exception as exc:  # a bug in a transport must not lose the row
             log.exception("transport crashed on outbox item %s", item.id)
-            await self._defer(item, f"internal error: {type(exc).__name__}")
-        else:
-            await self._finish(item, outbox.SENT, "delivery.sent", None)
+            return self._deferred(item, f"internal error: {type(exc).__name__}")
+        return Outcome(item, outbox.SENT, "delivery.sent")
 
-    async def _defer(self, item: OutboxItem, error: str) -> None:
-        error = _masked(item, error)
+    def _deferred(self, item: OutboxItem, error: str) -> Outcome:
         retry_at = utcnow() + self.retry.delay(item.attempts, self._rng)
         if retry_at >= item.expires_at:
-            await self._finish(item, outbox.FAILED, "delivery.failed", f"gave up: {error}")
-            return
-        async with transaction(self.sessions) as session:
-            await outbox.mark(
-                session, _id(item), status=outbox.PENDING, error=error, retry_at=retry_at
-            )
-            record_event(
-                session,
-                item.ticket_id,
-                "delivery.deferred",
-                "relay",
-                outboxId=item.id,
-                to=item.recipient_side,
-                attempt=item.attempts,
-                error=error,
-                retryAt=_iso(retry_at),
-            )
+            return Outcome(item, outbox.FAILED, "delivery.failed", f"gave up: {error}")
+        return Outcome(item, outbox.PENDING, "delivery.deferred", error, retry_at)
 
-    async def _finish(self, item: OutboxItem, status: str, kind: str, error: str | None) -> None:
-        error = _masked(item, error) if error else None
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
+        """Every outcome of a batch in one transaction (one commit, one fsync, not one per
+        message). Should the process die before it commits, the batch's rows stay leased
+        and are sent again when the lease runs out: at least once, never lost."""
         async with transaction(self.sessions) as session:
-            await outbox.mark(session, _id(item), status=status, error=error)
-            detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
-            detail["attempt"] = item.attempts
-            if error:
-                detail["error"] = error
-            record_event(session, item.ticket_id, kind, "relay", **detail)
+            await outbox.load(session, [_id(o.item) for o in outcomes])
+            for outcome in outcomes:
+                item = outcome.item
+                error = _masked(item, outcome.error) if outcome.error else None
+                retry_at = outcome.retry_at
+                status = outcome.status
+                await outbox.mark(session, _id(item), status=status, error=error, retry_at=retry_at)
+                detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
+                detail["attempt"] = item.attempts
+                if error:
+                    detail["error"] = error
+                if outcome.retry_at is not None:
+                    detail["retryAt"] = _iso(outcome.retry_at)
+                record_event(session, item.ticket_id, outcome.kind, "relay", **detail)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one outbox row in a delivery round, recorded with its batch."""
+
+    item: OutboxItem
+    status: str
+    kind: str
+    error: str | None = None
+    retry_at: datetime | None = None
 
 
 def _masked(item: OutboxItem, error: str) -> str:

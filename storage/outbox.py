@@ -88,6 +88,12 @@ async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list
     return list((await session.exec(claimed.execution_options(populate_existing=True))).all())
 
 
+async def load(session: AsyncSession, item_ids: list[int]) -> None:
+    """Read these rows into the session in one query, so that `mark` finds them there."""
+    query = select(OutboxItem).where(col(OutboxItem.id).in_(item_ids))
+    await session.exec(query.execution_options(populate_existing=True))
+
+
 async def mark(
     session: AsyncSession,
     item_id: int,
