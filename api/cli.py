@@ -16,6 +16,7 @@ from api import cli_catalog, cli_trust
 from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
 from api.server import running, stop_on_signal, wait_for_stop_signal
+from api.supervisor import child_argv, exit_when_parent_goes, supervise
 from relay.config import Role, Settings
 from relay.dkim_signing import load_signer
 from relay.runtime import Relay
@@ -37,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--demo", action="store_true", help="create demo data and print a demo key")
     serve.add_argument("--no-migrate", action="store_true", help="do not run migrations at start")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        help="relay processes sharing the ports, one per core (default RELAY_PROCESSES or 1)",
+    )
+    # Set by the supervisor on the processes it starts (api.supervisor).
+    serve.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
     sub.add_parser("demo", help="run the whole round trip in a temporary directory")
     sub.add_parser("migrate", help="create or upgrade the database schema")
@@ -90,21 +98,57 @@ async def _with_relay(settings: Settings, work: Callable[[Relay], Awaitable[int]
         await relay.close()
 
 
+def _serving(settings: Settings, roles: list[Role], processes: int = 1) -> str:
+    where = (
+        f"support-relay serving {', '.join(roles)} "
+        f"(HTTP {settings.http_host}:{settings.http_port}, "
+        f"SMTP {settings.smtp_host}:{settings.smtp_port})"
+    )
+    return where if processes == 1 else f"{where} in {processes} processes"
+
+
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     roles: list[Role] = args.only or settings.roles
+    processes = 1 if args.child else (args.processes or settings.processes)
+    if processes < 1:
+        print("configuration error: --processes must be at least 1", file=sys.stderr)
+        return 2
     stop = stop_on_signal()
-    async with running(settings, roles, migrate=not args.no_migrate) as relay:
+    if processes > 1:
+        return await _supervise(settings, args, roles, processes, stop)
+    orphan_watch = asyncio.create_task(exit_when_parent_goes(stop)) if args.child else None
+    async with running(
+        settings, roles, migrate=not args.no_migrate, reuse_port=args.child
+    ) as relay:
         if args.demo:
             print(demo_banner(relay, await seed_demo(relay)), flush=True)
         else:
-            print(
-                f"support-relay serving {', '.join(roles)} "
-                f"(HTTP {settings.http_host}:{settings.http_port}, "
-                f"SMTP {settings.smtp_host}:{settings.smtp_port})",
-                flush=True,
-            )
+            print(_serving(settings, roles), flush=True)
         await wait_for_stop_signal(stop)
+    if orphan_watch is not None:
+        orphan_watch.cancel()
     return 0
+
+
+async def _supervise(
+    settings: Settings,
+    args: argparse.Namespace,
+    roles: list[Role],
+    processes: int,
+    stop: asyncio.Event,
+) -> int:
+    """Prepare the database once, then run `processes` relays sharing the ports."""
+    relay = Relay(settings)
+    try:
+        if not args.no_migrate:
+            await relay.migrate()
+        await relay.prepare()  # creates the shared bounce secret before any child races for it
+        banner = _serving(settings, roles, processes)
+        if args.demo:
+            banner = demo_banner(relay, await seed_demo(relay))
+    finally:
+        await relay.close()
+    return await supervise(processes, child_argv(roles), stop, lambda: print(banner, flush=True))
 
 
 async def _admin(settings: Settings, args: argparse.Namespace) -> int:

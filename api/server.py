@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Generator, Iterable
 
 import uvicorn
@@ -35,8 +36,12 @@ async def running(
     *,
     transport: Transport | None = None,
     migrate: bool = True,
+    reuse_port: bool = False,
 ) -> AsyncIterator[Relay]:
-    """Start the chosen roles, yield the live relay, and shut everything down in order."""
+    """Start the chosen roles, yield the live relay, and shut everything down in order.
+
+    With `reuse_port`, the HTTP and SMTP sockets are bound with SO_REUSEPORT so that
+    several relay processes can listen on the same ports (api.supervisor)."""
     roles = set(roles)
     relay = Relay(settings, transport=transport)
     http: _EmbeddedServer | None = None
@@ -46,7 +51,7 @@ async def running(
             await relay.migrate()
         await relay.prepare()
         if "smtp" in roles:
-            await relay.start_smtp()
+            await relay.start_smtp(reuse_port=reuse_port)
         if "worker" in roles:
             relay.start_worker()
         if "api" in roles:
@@ -60,7 +65,9 @@ async def running(
                 server_header=False,
             )
             http = _EmbeddedServer(config)
-            http_task = asyncio.create_task(http.serve(), name="http")
+            host, port = settings.http_host, settings.http_port
+            sockets = [shared_socket(host, port)] if reuse_port else None
+            http_task = asyncio.create_task(http.serve(sockets=sockets), name="http")
             while not http.started:
                 if http_task.done():
                     http_task.result()  # re-raises a bind failure
@@ -72,6 +79,23 @@ async def running(
             http.should_exit = True
             await http_task
         await relay.close()
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening-to-be TCP socket that other processes may bind too (SO_REUSEPORT):
+    the kernel spreads incoming connections across them."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def stop_on_signal() -> asyncio.Event:

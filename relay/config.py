@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     only: str | None = Field(
         default=None, description="Comma-separated roles to run: api, smtp, worker (default all)."
     )
+    # Relay processes sharing the HTTP and SMTP ports (SO_REUSEPORT): one per core uses
+    # every core; each runs every role. 1 = one process, no supervisor.
+    processes: int = Field(default=1, ge=1, le=64)
 
     # What the relay calls itself in display names and the SMTP banner.
     brand: str = "support"

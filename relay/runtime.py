@@ -144,7 +144,7 @@ class Relay:
         )
         self.worker.bounce_addresses = self.bounce_addresses
 
-    async def start_smtp(self) -> None:
+    async def start_smtp(self, *, reuse_port: bool = False) -> None:
         assert self.bounce_addresses is not None, "call prepare() first"
         bounces = BounceIntake(self.sessions, self.bounce_addresses, mime_limits(self.settings))
         handler = InboundHandler(self.settings, self.reads, self.pipeline, bounces)
@@ -164,6 +164,7 @@ class Relay:
             host=self.settings.smtp_host,
             port=self.settings.smtp_port,
             reuse_address=True,
+            reuse_port=reuse_port or None,
         )
         log.info("SMTP listening on %s:%s", self.settings.smtp_host, self.settings.smtp_port)
 

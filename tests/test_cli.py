@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import smtplib
 import subprocess
 import sys
 import threading
@@ -327,3 +328,103 @@ def test_demo_command_runs_the_round_trip(tmp_path: Path) -> None:
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert "no byte sent to one side contains the other side's address" in done.stdout
     assert "FAILED" not in done.stdout
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+def _wait_for_children(pid: int, count: int, other_than: set[int] = frozenset()) -> set[int]:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        children = _children(pid)
+        if len(children) == count and not children & other_than:
+            return children
+        time.sleep(0.1)
+    raise AssertionError(f"children of {pid}: {_children(pid)}, wanted {count}")
+
+
+def _open_ticket(base: str, key: str, comment: str) -> int:
+    # A new connection each time: the kernel spreads connections, not requests.
+    with httpx.Client(base_url=base, timeout=10) as client:
+        response = client.post(
+            "/v1/support/demand/trips/DEMO-1001/tickets",
+            headers={"Authorization": f"ApiKey {key}"},
+            json={"subject": "Lost umbrella", "comment": comment},
+        )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_processes_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    cli = Cli(tmp_path, {"RELAY_MAX_OPEN_TICKETS_PER_TRIP": "100"})
+    with cli.serving("--demo", "--processes", "2") as served:
+        served.wait_for_line(lambda line: "-d '" in line)
+        banner = "".join(served.output)
+        key = re.search(r"Demo key\s+(\S+)", banner)
+        http = re.search(r"HTTP API\s+(http://\S+)", banner)
+        smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", banner)
+        assert key and http and smtp, banner
+        first = _wait_for_children(served.proc.pid, 2)
+
+        tickets = [_open_ticket(http[1], key[1], f"Comment {n}") for n in range(12)]
+        wait_for_files(cli.outbox / "new", len(tickets))
+        time.sleep(1.0)  # time for a duplicate to show, were a row sent twice
+        mails = sorted((cli.outbox / "new").glob("*"))
+        subjects = sorted(
+            message_from_bytes(p.read_bytes(), policy=policy.default)["Subject"] for p in mails
+        )
+        # Each ticket's mail once: two workers never send one outbox row twice.
+        assert len(subjects) == len(tickets) == len(set(subjects))
+        alias = message_from_bytes(mails[0].read_bytes(), policy=policy.default)["Reply-To"]
+
+        replies = 8
+        for n in range(replies):  # a connection each, spread over both processes
+            with smtplib.SMTP("127.0.0.1", int(smtp[1]), timeout=10) as client:
+                client.sendmail(
+                    "dispatch@citycabs.example",
+                    [str(alias.addresses[0].addr_spec)],
+                    (
+                        "From: dispatch@citycabs.example\r\nTo: x@y.example\r\n"
+                        f"Subject: Re: umbrella\r\nMessage-ID: <r{n}@citycabs.example>\r\n\r\n"
+                        f"Reply number {n}.\r\n"
+                    ).encode(),
+                )
+        wait_for_files(cli.outbox / "new", len(tickets) + replies)
+        time.sleep(1.0)
+        forwarded = list((cli.outbox / "new").glob("*"))
+        assert len(forwarded) == len(tickets) + replies
+
+        # A relay process that dies is replaced; the relay keeps answering meanwhile.
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        replaced = _wait_for_children(served.proc.pid, 2, other_than={victim})
+        assert victim not in replaced and len(replaced & first) == 1
+        _open_ticket(http[1], key[1], "After the restart")
+
+        assert served.stop() == 0
+    assert not any(_alive(pid) for pid in first | replaced)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not exited (an exited child nobody has reaped yet is a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+def test_relay_processes_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    with cli.serving("--processes", "2") as served:
+        line = served.wait_for_line(lambda line: "support-relay serving" in line)
+        assert "in 2 processes" in line
+        children = _wait_for_children(served.proc.pid, 2)
+        served.proc.kill()  # no chance to stop them: they must notice on their own
+        served.proc.wait(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, f"orphaned relay processes {children}"
+            time.sleep(0.1)

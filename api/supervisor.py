@@ -1,0 +1,125 @@
+"""`serve` with RELAY_PROCESSES > 1: one relay process per core, sharing the ports.
+
+One Python process runs one event loop on one core; the relay is CPU-bound, so a second
+core sat idle. The supervisor (this parent) migrates and prepares the database once, then
+starts N copies of `support-relay serve --child`. Each binds the HTTP and SMTP ports with
+SO_REUSEPORT, so the kernel spreads connections across them, and runs every role it was
+given: outbox claims already never hand one row to two workers, and the bounce secret is
+read from the database by all of them.
+
+A child that dies is started again; a child that dies before it is ready (a port taken, a
+bad setting) stops the whole relay, since starting it again would fail the same way.
+SIGTERM/SIGINT stop every child and then the parent. A child whose parent disappears (its
+stdin closes) stops itself, so a killed supervisor leaves no relay behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger(__name__)
+
+READY = "support-relay serving"
+RESTART_DELAY = 1.0
+
+
+class ChildFailed(RuntimeError):
+    """A child stopped before it was ready."""
+
+
+class Child:
+    """One relay process: started, watched for its banner, restarted when it dies."""
+
+    def __init__(self, number: int, argv: Sequence[str]) -> None:
+        self.number = number
+        self.argv = list(argv)
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            if line.decode(errors="replace").startswith(READY):
+                log.info("relay process %d (pid %d) ready", self.number, self.proc.pid)
+                return
+            sys.stdout.buffer.write(line)
+        code = await self.proc.wait()
+        raise ChildFailed(f"relay process {self.number} exited with {code} before it was ready")
+
+    async def pass_output(self) -> None:
+        """Copy the child's later stdout to ours (it writes little: its logs go to stderr)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=30)
+        except TimeoutError:
+            log.warning("relay process %d did not stop in 30 s; killing it", self.number)
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def child_argv(roles: Sequence[str]) -> list[str]:
+    argv = [sys.executable, "-m", "api.cli", "serve", "--child", "--no-migrate"]
+    for role in roles:
+        argv += ["--only", role]
+    return argv
+
+
+async def supervise(
+    processes: int, argv: Sequence[str], stop: asyncio.Event, ready: Callable[[], None]
+) -> int:
+    """Run `processes` children until `stop` is set; `ready` is called once all serve."""
+    children = [Child(n, argv) for n in range(1, processes + 1)]
+    try:
+        await asyncio.gather(*(child.start() for child in children))
+    except ChildFailed as exc:
+        log.error("%s", exc)
+        await asyncio.gather(*(child.stop() for child in children))
+        return 1
+    ready()
+    watchers = [asyncio.create_task(_keep_running(child, stop)) for child in children]
+    await stop.wait()
+    for watcher in watchers:
+        watcher.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    await asyncio.gather(*(child.stop() for child in children))
+    return 0
+
+
+async def _keep_running(child: Child, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        assert child.proc is not None
+        await child.pass_output()
+        code = await child.proc.wait()
+        if stop.is_set():
+            return
+        log.error("relay process %d exited with %d; starting it again", child.number, code)
+        await asyncio.sleep(RESTART_DELAY)
+        try:
+            await child.start()
+        except ChildFailed as exc:
+            log.error("%s", exc)
+
+
+async def exit_when_parent_goes(stop: asyncio.Event) -> None:
+    """In a child: set `stop` when stdin (a pipe from the supervisor) reaches end of file."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await reader.read()
+    log.info("supervisor gone; stopping")
+    stop.set()
