@@ -66,6 +66,7 @@ from bench.harness import (
     table,
 )
 from bench.history_plan import analyze, load
+from bench.pyspy import Profile, summarise
 from bench.servers import SERVER_READY
 from bench.wrk import WrkResult, create_script, get_script, wrk
 from relay.sink import free_port
@@ -160,7 +161,8 @@ async def create_load(
 ) -> list[CreatePoint]:
     relay_url = await stack.enter_async_context(scratch_database(kind, workdir, cfg.pg_url))
     bare_url = await stack.enter_async_context(scratch_database(kind, workdir, cfg.pg_url))
-    relay = await RelayProcess(f"relay-{kind}", relay_url, workdir, LIMITS).start()
+    env = {**LIMITS, "RELAY_PROCESSES": str(cfg.processes)}
+    relay = await RelayProcess(f"relay-{kind}", relay_url, workdir, env).start()
     stack.push_async_callback(relay.stop)
     bare, bare_port = await start_bare(bare_url, workdir)
     stack.push_async_callback(bare.stop)
@@ -178,7 +180,12 @@ async def create_load(
         await wrk(relay.base_url, relay_script, conns, 2, workdir)
         bare_url = f"http://127.0.0.1:{bare_port}"
         b = await wrk(bare_url, bare_script, conns, cfg.duration, workdir, bare_pid)
-        r = await wrk(relay.base_url, relay_script, conns, cfg.duration, workdir, relay.pid)
+        measure = wrk(relay.base_url, relay_script, conns, cfg.duration, workdir, relay.pid)
+        if cfg.py_spy is not None and not points:
+            async with Profile(relay.pid, cfg.py_spy):
+                r = await measure
+        else:
+            r = await measure
         points.append(CreatePoint(kind, conns, r, b))
         print(
             f"  create {kind:<10} c={conns:<3} relay {r.rate:7.1f}/s p99 {r.p99_ms:6.1f} ms   "
@@ -221,7 +228,8 @@ async def history_load(
     print(f"  history {kind}: loading {cfg.tickets:,} tickets", flush=True)
     partner_tickets, seconds = await fill(url, cfg.tickets, cfg.seed)
     print(f"  history {kind}: loaded in {seconds:.0f} s", flush=True)
-    relay = await RelayProcess(f"history-{kind}", url, workdir, migrate=False).start()
+    env = {"RELAY_PROCESSES": str(cfg.processes)}
+    relay = await RelayProcess(f"history-{kind}", url, workdir, env, migrate=False).start()
     stack.push_async_callback(relay.stop)
     async with httpx.AsyncClient(base_url=relay.base_url, timeout=30) as http:
         url_keys = f"/v1/admin/partners/{HISTORY_PARTNER}/keys"
@@ -253,6 +261,8 @@ class Settings:
     seed: int
     create: bool
     history: bool
+    py_spy: Path | None = None
+    processes: int = 1
 
 
 def _share(value: float) -> str:
@@ -396,6 +406,8 @@ async def run(cfg: Settings, keep: bool) -> int:
     if pages:
         print("history, GET /v1/support/tickets (50 a page):")
         print(table(HISTORY_HEADERS, history_rows(pages)))
+    if cfg.py_spy and cfg.py_spy.exists():
+        print("\n".join(summarise(cfg.py_spy)))
     checks, headline = verdicts(creates, pages)
     print(f"targets (elapsed {time.monotonic() - began:.0f} s):")
     print("\n".join(checks))
@@ -413,6 +425,12 @@ def parse(argv: list[str] | None) -> tuple[Settings, bool]:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-create", action="store_true")
     parser.add_argument("--skip-history", action="store_true")
+    parser.add_argument(
+        "--py-spy", type=Path, help="profile the relay's first creation point to FILE"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="relay processes (RELAY_PROCESSES), e.g. cores"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for development")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--bare-app", nargs=2, metavar=("PORT", "URL"), help=argparse.SUPPRESS)
@@ -431,6 +449,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, bool]:
         seed=args.seed,
         create=not args.skip_create,
         history=not args.skip_history,
+        py_spy=args.py_spy.resolve() if args.py_spy else None,
+        processes=args.processes,
     ), args.keep
 
 

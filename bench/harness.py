@@ -89,9 +89,15 @@ def run_main(main: Coroutine[Any, Any, T]) -> T:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads, so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process, all its threads and its live children
+    (a relay with RELAY_PROCESSES > 1 is a supervisor and its relay processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:  # it exited meanwhile
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 def server_argv(kind: str, port: int, *extra: str) -> list[str]:

@@ -41,7 +41,7 @@ class Profile:
         if py_spy is None:
             raise RuntimeError("py-spy not found: .venv/bin/pip install py-spy")
         argv = [py_spy, "record", "--pid", str(self.pid), "--rate", str(self.rate)]
-        argv += ["--format", "raw", "--gil", "--output", str(self.out)]
+        argv += ["--format", "raw", "--gil", "--subprocesses", "--output", str(self.out)]
         self.proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
         )

@@ -196,6 +196,7 @@ class Settings:
     pg_url: str
     drain_timeout: float
     py_spy: Path | None
+    processes: int = 1
 
     @property
     def cases(self) -> list[Case]:
@@ -205,7 +206,10 @@ class Settings:
 def relay_env(cfg: Settings) -> dict[str, str]:
     # All load comes from one loopback address, standing for many fleets' MTAs: the
     # per-client connection cap (default 20) must not count them as one client.
-    return {"RELAY_MAX_CONNECTIONS_PER_CLIENT": str(2 * max(cfg.connections) + 10)}
+    return {
+        "RELAY_MAX_CONNECTIONS_PER_CLIENT": str(2 * max(cfg.connections) + 10),
+        "RELAY_PROCESSES": str(cfg.processes),
+    }
 
 
 async def start_targets(
@@ -461,6 +465,9 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
     )
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--py-spy", type=Path, help="profile the first relay in 2 KB x 20 to FILE")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="relay processes (RELAY_PROCESSES), e.g. cores"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for development")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -478,6 +485,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
         pg_url=args.pg_url,
         drain_timeout=args.drain_timeout,
         py_spy=args.py_spy.resolve() if args.py_spy else None,
+        processes=args.processes,
     )
     return cfg, args.keep
 
