@@ -15,7 +15,7 @@ from relay.config import Settings
 from relay.rendering import Renderer
 from storage import outbox
 from storage.models import Alias, Fleet, Message, OutboxItem, Partner, Ticket, Trip
-from storage.tickets import FLEET, aliases_of, other_side
+from storage.tickets import FLEET, other_side, ticket_parties
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,7 @@ class TicketBundle:
 
 async def load_bundle(session: AsyncSession, ticket: Ticket) -> TicketBundle:
     assert ticket.id is not None
-    trip = await session.get(Trip, ticket.trip_id)
-    partner = await session.get(Partner, ticket.partner_id)
-    fleet = await session.get(Fleet, ticket.fleet_id)
-    assert trip is not None and partner is not None and fleet is not None
-    return TicketBundle(ticket, trip, partner, fleet, await aliases_of(session, ticket.id))
+    return TicketBundle(ticket, *await ticket_parties(session, ticket))
 
 
 class Mailer:

@@ -46,7 +46,7 @@ from storage.models import Alias, Attachment, Message, Ticket
 from storage.tickets import (
     FLEET,
     PARTNER,
-    active_alias,
+    active_alias_and_ticket,
     duplicate_exists,
     other_side,
     record_event,
@@ -224,11 +224,10 @@ class InboundPipeline:
         return contexts
 
     async def resolve(self, ctx: InboundContext) -> None:
-        ctx.alias = await active_alias(ctx.session, ctx.local_part)
-        if ctx.alias is None:  # deactivated between RCPT and DATA
+        found = await active_alias_and_ticket(ctx.session, ctx.local_part)
+        if found is None:  # deactivated between RCPT and DATA
             raise UnknownAlias()
-        ticket = await ctx.session.get(Ticket, ctx.alias.ticket_id)
-        assert ticket is not None
+        ctx.alias, ticket = found
         ctx.bundle = await load_bundle(ctx.session, ticket)
 
     async def authorize(self, ctx: InboundContext) -> None:

@@ -12,7 +12,17 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Alias, Attachment, Blob, Message, Ticket, TicketEvent
+from storage.models import (
+    Alias,
+    Attachment,
+    Blob,
+    Fleet,
+    Message,
+    Partner,
+    Ticket,
+    TicketEvent,
+    Trip,
+)
 from storage.types import utcnow
 
 FLEET = "fleet"
@@ -51,6 +61,39 @@ async def aliases_of(session: AsyncSession, ticket_id: int) -> dict[str, Alias]:
 async def active_alias(session: AsyncSession, local_part: str) -> Alias | None:
     query = select(Alias).where(Alias.local_part == local_part.lower(), col(Alias.active))
     return (await session.exec(query)).first()
+
+
+async def active_alias_and_ticket(
+    session: AsyncSession, local_part: str
+) -> tuple[Alias, Ticket] | None:
+    """An active alias with its ticket, in one query."""
+    query = (
+        select(Alias, Ticket)
+        .join(Ticket, col(Ticket.id) == col(Alias.ticket_id))
+        .where(Alias.local_part == local_part.lower(), col(Alias.active))
+    )
+    row = (await session.exec(query)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def ticket_parties(
+    session: AsyncSession, ticket: Ticket
+) -> tuple[Trip, Partner, Fleet, dict[str, Alias]]:
+    """A ticket's trip, partner, fleet and aliases in one query (a row per alias): each
+    round trip to the database costs more than the rows it returns."""
+    query = (
+        select(Trip, Partner, Fleet, Alias)
+        .select_from(Trip)
+        .join(Partner, col(Partner.id) == ticket.partner_id)
+        .join(Fleet, col(Fleet.id) == ticket.fleet_id)
+        .outerjoin(Alias, col(Alias.ticket_id) == ticket.id)
+        .where(col(Trip.id) == ticket.trip_id)
+    )
+    rows = (await session.exec(query)).all()
+    assert rows, f"ticket {ticket.id} lost its trip, partner or fleet"
+    trip, partner, fleet, _ = rows[0]
+    aliases = {alias.side: alias for *_, alias in rows if alias is not None}
+    return trip, partner, fleet, aliases
 
 
 async def ticket_for_partner(
