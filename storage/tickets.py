@@ -192,6 +192,8 @@ async def claimable_uploads(
     session: AsyncSession, partner_id: int, tokens: Sequence[str]
 ) -> dict[str, Attachment]:
     """Uploads behind these tokens that this partner may still claim, keyed by token."""
+    if not tokens:
+        return {}
     by_hash = {token_hash(t): t for t in tokens}
     query = select(Attachment).where(
         col(Attachment.token_hash).in_(list(by_hash)),
