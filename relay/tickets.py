@@ -427,6 +427,9 @@ class TicketService:
 
 
 async def _lock_partner(session: AsyncSession, partner_id: int) -> None:
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":  # BEGIN IMMEDIATE holds the only write lock already
+        return
     await session.exec(select(Partner.id).where(Partner.id == partner_id).with_for_update())
 
 
