@@ -50,6 +50,7 @@ class Child:
                 log.info("relay process %d (pid %d) ready", self.number, self.proc.pid)
                 return
             sys.stdout.buffer.write(line)
+            sys.stdout.flush()
         code = await self.proc.wait()
         raise ChildFailed(f"relay process {self.number} exited with {code} before it was ready")
 
