@@ -70,7 +70,7 @@ async def create_partner(request: Request) -> Response:
         created = PartnerCreated(**public.model_dump(), api_key=key.secret, api_key_id=key.id)
         return JSONResponse(created.dump(), status_code=201)
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def list_partners(request: Request) -> Response:
@@ -94,7 +94,7 @@ async def create_fleet(request: Request) -> Response:
             )
             return await respond(idempotency, session, FleetPublic.model_validate(fleet).dump())
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def list_fleets(request: Request) -> Response:
@@ -119,7 +119,7 @@ async def issue_key(request: Request) -> Response:
         issued = KeyIssued(id=key.id, partner_id=partner_id, api_key=key.secret)
         return JSONResponse(issued.dump(), 201)
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def revoke_key(request: Request) -> Response:

@@ -82,7 +82,7 @@ async def create_category(request: Request) -> Response:
             location = f"/v1/admin/categories/{category.id}"
             return await respond(idempotency, session, out, location=location)
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def update_category(request: Request) -> Response:
@@ -132,7 +132,7 @@ async def create_tag(request: Request) -> Response:
             out = TagPublic.model_validate(tag).dump()
             return await respond(idempotency, session, out, location=f"/v1/admin/tags/{tag.id}")
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def archive_tag(request: Request) -> Response:

@@ -41,9 +41,9 @@ class Idempotency:
     fingerprint: str
     ttl: timedelta
 
-    async def replay(self, sessions: SessionFactory) -> Response | None:
+    async def replay(self, reads: SessionFactory) -> Response | None:
         """The recorded response for this key, or None when the key is new (or expired)."""
-        async with sessions() as session:
+        async with reads() as session:
             row = await live_record(session, self.owner, self.key)
         if row is None:
             return None
@@ -126,20 +126,21 @@ def _canonical(body: bytes) -> bytes:
 
 async def once(
     idempotency: Idempotency | None,
-    sessions: SessionFactory,
+    reads: SessionFactory,
     create: Callable[[], Awaitable[Response]],
 ) -> Response:
     """Run `create` unless this key already has a response; replay it if a concurrent
-    request with the same key committed first."""
+    request with the same key committed first. `reads` only looks the key up: a read
+    session, which on SQLite neither takes nor waits for the write lock."""
     if idempotency is not None:
-        replayed = await idempotency.replay(sessions)
+        replayed = await idempotency.replay(reads)
         if replayed is not None:
             return replayed
     try:
         return await create()
     except IntegrityError:
         if idempotency is not None:
-            replayed = await idempotency.replay(sessions)
+            replayed = await idempotency.replay(reads)
             if replayed is not None:
                 return replayed
         raise

@@ -95,7 +95,7 @@ async def open_session(request: Request) -> Response:
         await relay.tickets.open_session(partner, trip, new, within=answer)
         return built[0]
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def update_session(request: Request) -> Response:

@@ -82,7 +82,7 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
         await relay.tickets.open_ticket(partner, trip, new, within=answer)
         return built[0]
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 async def created(
@@ -180,7 +180,7 @@ async def add_message(request: Request) -> Response:
         await relay.tickets.add_message(partner, ticket_id, new, within=answer)
         return built[0]
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 def _query(request: Request) -> TicketQuery:

@@ -119,7 +119,7 @@ async def upload_attachment(request: Request) -> Response:
             ).dump()
             return await respond(idempotency, session, body)
 
-    return await once(idempotency, relay.sessions, create)
+    return await once(idempotency, relay.reads, create)
 
 
 routes = [
