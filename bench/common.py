@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import httpx
 
+from storage.db import asyncpg_dsn
+
 
 def pct(samples: Sequence[float], q: float) -> float:
     """The q-quantile by the nearest-rank method (NaN for no samples)."""
@@ -34,24 +36,22 @@ def created(response: httpx.Response) -> dict[str, Any]:
     return data
 
 
-def asyncpg_dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+async def pg_execute(url: str, sql: str) -> None:
+    """One statement on its own connection (CREATE/DROP SCHEMA or DATABASE cannot run in a
+    transaction, so not through the relay's engine)."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
 
 
 @asynccontextmanager
 async def postgres_schema(url: str, prefix: str) -> AsyncIterator[str]:
     """A PostgreSQL schema of the run's own on the server `url` names, dropped afterwards."""
     schema = f"{prefix}_{secrets.token_hex(6)}"
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
+    await pg_execute(url, f'CREATE SCHEMA "{schema}"')
     try:
         yield schema
     finally:
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        try:
-            await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        finally:
-            await conn.close()
+        await pg_execute(url, f'DROP SCHEMA "{schema}" CASCADE')

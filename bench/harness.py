@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 import asyncpg
 import httpx
 
-from bench.common import asyncpg_dsn, created
+from bench.common import created, pg_execute
 from bench.crash import Child, relay_command
 from bench.servers import SERVER_READY
 from relay.sink import free_port
+from storage.db import asyncpg_dsn
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVERS = Path(__file__).resolve().with_name("servers.py")
@@ -209,20 +210,12 @@ async def scratch_database(kind: str, workdir: Path, pg_url: str) -> AsyncIterat
         yield f"sqlite+aiosqlite:///{workdir / f'bench-{secrets.token_hex(3)}.db'}"
         return
     name = f"relay_bench_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(asyncpg_dsn(pg_url))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await pg_execute(pg_url, f'CREATE DATABASE "{name}"')
     base, _, _ = pg_url.rpartition("/")
     try:
         yield f"{base}/{name}"
     finally:
-        conn = await asyncpg.connect(asyncpg_dsn(pg_url))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await pg_execute(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def server_version(kind: str, url: str) -> str:

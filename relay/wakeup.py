@@ -13,15 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
+from storage.db import asyncpg_dsn
 from storage.outbox import CHANNEL
 
 log = logging.getLogger(__name__)
-
-
-def asyncpg_dsn(database_url: str) -> str:
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class OutboxListener:

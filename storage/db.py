@@ -9,6 +9,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -77,11 +78,14 @@ def _unicode_lower(value: object) -> object:
 def _ensure_sqlite_dir(url: str) -> None:
     from pathlib import Path
 
-    from sqlalchemy.engine import make_url
-
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The DSN asyncpg itself takes for a `postgresql+asyncpg://` URL (LISTEN, admin SQL)."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def make_sessions(engine: AsyncEngine) -> SessionFactory:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import schemathesis
@@ -30,8 +29,9 @@ from starlette.routing import BaseRoute
 from api.app import all_routes
 from api.contract import ApiRoute
 from api.openapi import PATH_PARAMETERS, openapi_document
+from bench.common import pg_execute
 from relay.sink import free_port
-from tests.conftest import PG_URL, _asyncpg_dsn
+from tests.conftest import PG_URL
 
 SCRIPT = Path(sys.executable).with_name("support-relay")
 # Routes that describe the API rather than belong to it.
@@ -88,17 +88,10 @@ class Served:
 
 
 def _pg_schema(action: str, schema: str) -> None:
-    async def run() -> None:
-        assert PG_URL
-        conn = await asyncpg.connect(_asyncpg_dsn(PG_URL))
-        try:
-            await conn.execute(
-                f'{action} SCHEMA "{schema}"' + (" CASCADE" if action == "DROP" else "")
-            )
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    assert PG_URL
+    asyncio.run(
+        pg_execute(PG_URL, f'{action} SCHEMA "{schema}"' + (" CASCADE" if action == "DROP" else ""))
+    )
 
 
 @pytest.fixture(scope="module")
