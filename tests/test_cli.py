@@ -275,23 +275,37 @@ def test_migrate_on_an_empty_database(tmp_path: Path) -> None:
     assert again.returncode == 0 and "database is up to date" in again.stdout
 
 
+@dataclass(frozen=True)
+class DemoBanner:
+    text: str
+    key: str
+    http: str  # base URL
+    smtp_port: int
+
+
+def read_demo_banner(served: Served) -> DemoBanner:
+    """Wait for `serve --demo`'s banner (it ends with the curl example) and read it."""
+    served.wait_for_line(lambda line: "curl" in line)
+    served.wait_for_line(lambda line: "-d '" in line)
+    text = "".join(served.output)
+    key = re.search(r"Demo key\s+(\S+)", text)
+    http = re.search(r"HTTP API\s+(http://\S+)", text)
+    smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", text)
+    assert key and http and smtp, text
+    return DemoBanner(text, key[1], http[1], int(smtp[1]))
+
+
 def test_serve_demo_takes_a_ticket_and_writes_the_fleets_mail(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
     with cli.serving("--demo") as served:
-        served.wait_for_line(lambda line: "curl" in line)
-        served.wait_for_line(lambda line: "-d '" in line)
-        banner = "".join(served.output)
-        key = re.search(r"Demo key\s+(\S+)", banner)
-        http = re.search(r"HTTP API\s+(http://\S+)", banner)
-        smtp = re.search(r"SMTP\s+(127\.0\.0\.1:\d+)", banner)
-        assert key and http and smtp, banner
-        assert "DEMO-1001" in banner and f"ApiKey {key[1]}" in banner
-        assert f"{http[1]}/v1/support/demand/trips/DEMO-1001/tickets" in banner
+        banner = read_demo_banner(served)
+        assert "DEMO-1001" in banner.text and f"ApiKey {banner.key}" in banner.text
+        assert f"{banner.http}/v1/support/demand/trips/DEMO-1001/tickets" in banner.text
 
-        with httpx.Client(base_url=http[1], timeout=10) as client:
+        with httpx.Client(base_url=banner.http, timeout=10) as client:
             response = client.post(
                 "/v1/support/demand/trips/DEMO-1001/tickets",
-                headers={"Authorization": f"ApiKey {key[1]}"},
+                headers={"Authorization": f"ApiKey {banner.key}"},
                 json={"subject": "Lost umbrella", "comment": "A blue umbrella, back seat."},
             )
             assert response.status_code == 201, response.text
@@ -360,15 +374,10 @@ def _open_ticket(base: str, key: str, comment: str) -> int:
 def test_processes_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
     cli = Cli(tmp_path, {"RELAY_MAX_OPEN_TICKETS_PER_TRIP": "100"})
     with cli.serving("--demo", "--processes", "2") as served:
-        served.wait_for_line(lambda line: "-d '" in line)
-        banner = "".join(served.output)
-        key = re.search(r"Demo key\s+(\S+)", banner)
-        http = re.search(r"HTTP API\s+(http://\S+)", banner)
-        smtp = re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", banner)
-        assert key and http and smtp, banner
+        banner = read_demo_banner(served)
         first = _wait_for_children(served.proc.pid, 2)
 
-        tickets = [_open_ticket(http[1], key[1], f"Comment {n}") for n in range(12)]
+        tickets = [_open_ticket(banner.http, banner.key, f"Comment {n}") for n in range(12)]
         wait_for_files(cli.outbox / "new", len(tickets))
         time.sleep(1.0)  # time for a duplicate to show, were a row sent twice
         mails = sorted((cli.outbox / "new").glob("*"))
@@ -381,7 +390,7 @@ def test_processes_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) ->
 
         replies = 8
         for n in range(replies):  # a connection each, spread over both processes
-            with smtplib.SMTP("127.0.0.1", int(smtp[1]), timeout=10) as client:
+            with smtplib.SMTP("127.0.0.1", banner.smtp_port, timeout=10) as client:
                 client.sendmail(
                     "dispatch@citycabs.example",
                     [str(alias.addresses[0].addr_spec)],
@@ -401,7 +410,7 @@ def test_processes_share_the_ports_and_a_dead_one_is_replaced(tmp_path: Path) ->
         os.kill(victim, signal.SIGKILL)
         replaced = _wait_for_children(served.proc.pid, 2, other_than={victim})
         assert victim not in replaced and len(replaced & first) == 1
-        _open_ticket(http[1], key[1], "After the restart")
+        _open_ticket(banner.http, banner.key, "After the restart")
 
         assert served.stop() == 0
     assert not any(_alive(pid) for pid in first | replaced)
