@@ -7,8 +7,9 @@ SO_REUSEPORT, so the kernel spreads connections across them, and runs every role
 given: outbox claims already never hand one row to two workers, and the bounce secret is
 read from the database by all of them.
 
-A child that dies is started again; a child that dies before it is ready (a port taken, a
-bad setting) stops the whole relay, since starting it again would fail the same way.
+At start-up, a child that dies before it is ready (a port taken, a bad setting) stops the
+whole relay: starting it again would fail the same way. Later, a child that dies is
+started again, every second until it is ready, while the others keep serving.
 SIGTERM/SIGINT stop every child and then the parent. A child whose parent disappears (its
 stdin closes) stops itself, so a killed supervisor leaves no relay behind.
 """
