@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from api import cli_catalog, cli_trust
 from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
-from api.server import running, stop_on_signal, wait_for_stop_signal
+from api.server import CannotListen, running, stop_on_signal, wait_for_stop_signal
 from api.supervisor import child_argv, exit_when_parent_goes, supervise
 from relay.config import Role, Settings
 from relay.dkim_signing import load_signer
@@ -252,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(logging.WARNING)
         return demo_main()
     if args.command == "serve":
-        return run_loop(_serve(settings, args))
+        try:
+            return run_loop(_serve(settings, args))
+        except CannotListen as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if args.command == "migrate":
         return asyncio.run(_with_relay(settings, _done))
     if args.command == "dkim":

@@ -29,6 +29,14 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class CannotListen(RuntimeError):
+    """A port the relay was told to serve on could not be bound (taken, not permitted)."""
+
+    def __init__(self, what: str, host: str, port: int, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        super().__init__(f"cannot listen for {what} on {host}:{port}: {reason}")
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings,
@@ -51,7 +59,10 @@ async def running(
             await relay.migrate()
         await relay.prepare()
         if "smtp" in roles:
-            await relay.start_smtp(reuse_port=reuse_port)
+            try:
+                await relay.start_smtp(reuse_port=reuse_port)
+            except OSError as exc:
+                raise CannotListen("SMTP", settings.smtp_host, settings.smtp_port, exc) from exc
         if "worker" in roles:
             relay.start_worker()
         if "api" in roles:
@@ -66,11 +77,16 @@ async def running(
             )
             http = _EmbeddedServer(config)
             host, port = settings.http_host, settings.http_port
-            sockets = [shared_socket(host, port)] if reuse_port else None
-            http_task = asyncio.create_task(http.serve(sockets=sockets), name="http")
+            try:
+                # Bound here, not by uvicorn, whose bind failure is sys.exit() from inside
+                # a task: that ends the process without shutting the other roles down.
+                sock = listening_socket(host, port, reuse_port=reuse_port)
+            except OSError as exc:
+                raise CannotListen("HTTP", host, port, exc) from exc
+            http_task = asyncio.create_task(http.serve(sockets=[sock]), name="http")
             while not http.started:
                 if http_task.done():
-                    http_task.result()  # re-raises a bind failure
+                    http_task.result()  # re-raises what stopped it
                     raise RuntimeError("HTTP server stopped before it started")
                 await asyncio.sleep(0.01)
         yield relay
@@ -81,16 +97,17 @@ async def running(
         await relay.close()
 
 
-def shared_socket(host: str, port: int) -> socket.socket:
-    """A listening-to-be TCP socket that other processes may bind too (SO_REUSEPORT):
-    the kernel spreads incoming connections across them."""
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A bound TCP socket for uvicorn to listen on. With `reuse_port`, other processes may
+    bind it too (SO_REUSEPORT): the kernel spreads incoming connections across them."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError:
         sock.close()

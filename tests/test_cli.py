@@ -8,6 +8,7 @@ import queue
 import re
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import threading
@@ -57,9 +58,9 @@ class Cli:
             RELAY_HTTP_PORT=str(free_port()),
             RELAY_SMTP_PORT=str(free_port()),
             PYTHONUNBUFFERED="1",
-            **self.extra_env,
-            **extra,
         )
+        env.update(self.extra_env)  # a test's own settings win
+        env.update(extra)
         return env
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -437,3 +438,27 @@ def test_relay_processes_stop_when_their_supervisor_is_killed(tmp_path: Path) ->
         while any(_alive(pid) for pid in children):
             assert time.monotonic() < deadline, f"orphaned relay processes {children}"
             time.sleep(0.1)
+
+
+def test_a_relay_process_that_cannot_start_stops_the_relay(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # a listener without SO_REUSEPORT: nobody can share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = Cli(tmp_path, {"RELAY_SMTP_PORT": str(port)}).run("serve", "--processes", "2")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "before it was ready" in done.stderr
+    assert "support-relay serving" not in done.stdout
+    assert f"cannot listen for SMTP on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = Cli(tmp_path, {"RELAY_HTTP_PORT": str(port)}).run("serve")
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"error: cannot listen for HTTP on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
