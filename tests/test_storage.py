@@ -86,3 +86,37 @@ async def test_readers_never_wait_for_a_writer_and_see_only_commits(database: Da
             assert await asyncio.wait_for(read_names(), timeout=10) == ["Committed"]
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_writers_get_the_write_lock_in_the_order_they_asked(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}")
+    sessions = make_sessions(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE turn (writer INTEGER)"))
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def write(writer: int) -> None:
+            async with transaction(sessions) as session:
+                await (await session.connection()).execute(
+                    text("INSERT INTO turn VALUES (:writer)"), {"writer": writer}
+                )
+                if writer == 0:
+                    holding.set()
+                    await release.wait()
+
+        first = asyncio.create_task(write(0))
+        await holding.wait()
+        waiting = []
+        for writer in range(1, 9):  # each asks while writer 0 holds the lock, one after another
+            waiting.append(asyncio.create_task(write(writer)))
+            await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, *waiting)
+        async with engine.connect() as conn:
+            order = [
+                row[0] for row in await conn.execute(text("SELECT writer FROM turn ORDER BY rowid"))
+            ]
+        assert order == list(range(9))
+    finally:
+        await engine.dispose()
