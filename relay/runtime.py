@@ -164,7 +164,7 @@ class Relay:
             host=self.settings.smtp_host,
             port=self.settings.smtp_port,
             reuse_address=True,
-            reuse_port=reuse_port or None,
+            reuse_port=reuse_port,
         )
         log.info("SMTP listening on %s:%s", self.settings.smtp_host, self.settings.smtp_port)
 
