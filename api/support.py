@@ -28,7 +28,7 @@ from api.schemas import (
     TicketQuery,
     TicketUpdate,
 )
-from api.views import message_of_ticket, ticket_detail, ticket_summaries
+from api.views import message_of_ticket, page_summaries, ticket_detail
 from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
 from relay.tickets import NewMessage, NewTicket, TicketChanges
@@ -246,7 +246,7 @@ async def list_ticket_history(request: Request) -> Response:
         page = await search_tickets(
             session, partner.id, filters, sort=query.sort, limit=query.limit, after=after
         )
-        tickets = await ticket_summaries(session, page.tickets)
+        tickets = await page_summaries(session, page)
     cursor = _encode_cursor(page.next_cursor, digest) if page.next_cursor else None
     return JSONResponse(TicketList(tickets=tickets, next_cursor=cursor).dump())
 

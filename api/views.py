@@ -22,31 +22,56 @@ from api.schemas import (
 )
 from relay.errors import NotFound
 from storage.bounces import suppressions_for
-from storage.catalog import categories_by_id, tags_of
-from storage.models import Category, Fleet, Message, Ticket, Trip
+from storage.catalog import category_names, tags_of
+from storage.history import TicketPage
+from storage.models import Fleet, Message, Ticket
 from storage.tickets import conversation, events_of, ticket_attachments, ticket_for_partner
-from storage.trips import trips_by_id
+from storage.trips import partner_trip_ids
 
 
 def _public(
-    ticket: Ticket, trip: Trip, category: Category | None, tag_ids: list[int]
+    ticket: Ticket, partner_trip_id: str, category_title: str | None, tag_ids: list[int]
 ) -> TicketPublic:
+    assert ticket.id is not None
     return TicketPublic(
-        **ticket.model_dump(exclude={"category_id"}),
-        partner_trip_id=trip.partner_trip_id,
+        id=ticket.id,
+        trip_id=ticket.trip_id,
+        partner_trip_id=partner_trip_id,
+        subject=ticket.subject,
+        status=ticket.status,
         category=ticket.category_id,
-        category_title=category.name if category else None,
+        category_title=category_title,
+        priority=ticket.priority,
         tags=tag_ids,
+        contact_email=ticket.contact_email,
+        callback_phone=ticket.callback_phone,
+        attention=ticket.attention,
+        created_at=ticket.created_at,
+        updated_at=ticket.updated_at,
     )
 
 
 async def ticket_summaries(session: AsyncSession, tickets: Sequence[Ticket]) -> list[TicketPublic]:
-    """A page of tickets in four queries whatever its length: trips, categories and tags are
-    fetched for the whole page at once."""
-    trips = await trips_by_id(session, {t.trip_id for t in tickets})
-    categories = await categories_by_id(
+    """Tickets as a list shows them, in three queries whatever their number."""
+    trips = await partner_trip_ids(session, {t.trip_id for t in tickets})
+    categories = await category_names(
         session, {t.category_id for t in tickets if t.category_id is not None}
     )
+    return await _summaries(session, tickets, trips, categories)
+
+
+async def page_summaries(session: AsyncSession, page: TicketPage) -> list[TicketPublic]:
+    """A history page as it shows: the search already read trip ids and category names, so
+    only the tags are fetched, for the whole page at once."""
+    return await _summaries(session, page.tickets, page.partner_trip_ids, page.category_names)
+
+
+async def _summaries(
+    session: AsyncSession,
+    tickets: Sequence[Ticket],
+    trips: dict[str, str],
+    categories: dict[int, str],
+) -> list[TicketPublic]:
     tags = await tags_of(session, [t.id for t in tickets if t.id is not None])
     return [
         _public(

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.views import ticket_summaries
+from api.views import page_summaries
 from bench.common import pct, postgres_schema
 from storage.catalog import category_family
 from storage.db import SessionFactory, make_engine, make_sessions
@@ -382,7 +382,7 @@ async def page_statements(
                 session, MEASURED, filters, sort=shape.sort, limit=PAGE, after=shape.after
             )
         with capture.recording() as rendering:
-            await ticket_summaries(session, page.tickets)
+            await page_summaries(session, page)
     return lookups, history[-1], rendering
 
 
@@ -647,7 +647,7 @@ async def fetch_page(sessions: SessionFactory, shape: Shape) -> int:
         page = await search_tickets(
             session, MEASURED, filters, sort=shape.sort, limit=PAGE, after=shape.after
         )
-        return len(await ticket_summaries(session, page.tickets))
+        return len(await page_summaries(session, page))
 
 
 async def _clock(run: Callable[[], Awaitable[object]]) -> float:

@@ -93,15 +93,17 @@ async def partner_for_key(session: AsyncSession, presented: str) -> Partner | No
     """The partner owning a live key, or None. Unknown prefixes cost the same hash compare."""
     parts = presented.split("_", 2)
     prefix = parts[1] if len(parts) == 3 and parts[0] == KEY_PREFIX else ""
-    key = (
-        await session.exec(
-            select(ApiKey).where(ApiKey.prefix == prefix, col(ApiKey.revoked_at).is_(None))
-        )
-    ).first()
-    expected = key.secret_hash if key else _hash(secrets.token_hex(16))
-    if not hmac.compare_digest(expected, _hash(presented)) or key is None:
+    # One query for key and partner: every API request pays for this lookup.
+    query = (
+        select(ApiKey.secret_hash, Partner)
+        .join(Partner, col(Partner.id) == col(ApiKey.partner_id))
+        .where(ApiKey.prefix == prefix, col(ApiKey.revoked_at).is_(None))
+    )
+    found = (await session.exec(query)).first()
+    expected = found[0] if found else _hash(secrets.token_hex(16))
+    if not hmac.compare_digest(expected, _hash(presented)) or found is None:
         return None
-    return await session.get(Partner, key.partner_id)
+    return found[1]
 
 
 async def list_partners(session: AsyncSession) -> list[Partner]:

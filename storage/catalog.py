@@ -83,11 +83,13 @@ async def tags_of(session: AsyncSession, ticket_ids: Collection[int]) -> dict[in
     return found
 
 
-async def categories_by_id(session: AsyncSession, ids: Collection[int]) -> dict[int, Category]:
+async def category_names(session: AsyncSession, ids: Collection[int]) -> dict[int, str]:
+    """Category id → name for a page of tickets, in one query of two columns."""
     if not ids:
         return {}
-    query = select(Category).where(col(Category.id).in_(list(ids)))
-    return {c.id: c for c in (await session.exec(query)).all() if c.id is not None}
+    query = select(Category.id, Category.name).where(col(Category.id).in_(list(ids)))
+    rows = await session.exec(query)
+    return {category_id: name for category_id, name in rows if category_id is not None}
 
 
 async def set_ticket_tags(

@@ -11,7 +11,7 @@ from sqlalchemy import and_, exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Ticket, TicketTag
+from storage.models import Category, Ticket, TicketTag, Trip
 
 SortKey = Literal["created", "-created", "updated", "-updated"]
 
@@ -35,6 +35,10 @@ class TicketPage:
     tickets: list[Ticket]
     # (sort column value, id) of the last ticket, when there is a next page.
     next_cursor: tuple[datetime, int] | None
+    # What a page shows beside each ticket, read by the same query: trip id → the
+    # partner's own id for the trip, category id → its name.
+    partner_trip_ids: dict[str, str]
+    category_names: dict[int, str]
 
 
 def _where(partner_id: int, f: TicketFilter) -> list[Any]:
@@ -92,7 +96,13 @@ async def search_tickets(
             "updated": {"updated_after": None},
         }[sort]
         filters = replace(filters, **implied)
-    query = select(Ticket).where(*_where(partner_id, filters))
+    # Looked up per returned row by primary key, so the plan of the search is unchanged;
+    # one query instead of three for a page.
+    trip_ref = select(Trip.partner_trip_id).where(col(Trip.id) == col(Ticket.trip_id))
+    category_name = select(Category.name).where(col(Category.id) == col(Ticket.category_id))
+    query = select(Ticket, trip_ref.scalar_subquery(), category_name.scalar_subquery()).where(
+        *_where(partner_id, filters)
+    )
     if after is not None:
         value, last_id = after
         beyond = column < value if descending else column > value
@@ -102,15 +112,23 @@ async def search_tickets(
         bound = column <= value if descending else column >= value
         query = query.where(bound, or_(beyond, and_(column == value, tie)))
     order = (column.desc(), col(Ticket.id).desc()) if descending else (column, col(Ticket.id))
-    rows = list((await session.exec(query.order_by(*order).limit(limit + 1))).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
+    found = list((await session.exec(query.order_by(*order).limit(limit + 1))).all())
+    more = len(found) > limit
+    found = found[:limit]
+    rows = [ticket for ticket, _, _ in found]
     cursor = None
     if more and rows:
         last = rows[-1]
         assert last.id is not None
         cursor = (last.updated_at if sort.endswith("updated") else last.created_at, last.id)
-    return TicketPage(tickets=rows, next_cursor=cursor)
+    return TicketPage(
+        tickets=rows,
+        next_cursor=cursor,
+        partner_trip_ids={t.trip_id: trip_ref for t, trip_ref, _ in found},
+        category_names={
+            t.category_id: name for t, _, name in found if t.category_id is not None and name
+        },
+    )
 
 
 async def open_ticket_counts(

@@ -27,13 +27,14 @@ async def trip_by_uuid(session: AsyncSession, partner_id: int, trip_id: str) -> 
     return trip if trip is not None and trip.partner_id == partner_id else None
 
 
-async def trips_by_id(session: AsyncSession, trip_ids: Iterable[str]) -> dict[str, Trip]:
-    """Many trips in one query (a page of tickets must not cost a query per ticket)."""
+async def partner_trip_ids(session: AsyncSession, trip_ids: Iterable[str]) -> dict[str, str]:
+    """Trip id → the partner's own id for it, for a page of tickets in one query. Two
+    columns, not Trip objects: building 50 ORM rows cost more than the query."""
     ids = list(trip_ids)
     if not ids:
         return {}
-    rows = (await session.exec(select(Trip).where(col(Trip.id).in_(ids)))).all()
-    return {trip.id: trip for trip in rows}
+    query = select(Trip.id, Trip.partner_trip_id).where(col(Trip.id).in_(ids))
+    return {trip_id: partner_trip_id for trip_id, partner_trip_id in (await session.exec(query))}
 
 
 async def upsert_trip(
