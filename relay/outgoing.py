@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from email import policy
 from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -101,7 +100,7 @@ class Mailer:
             to_address=bundle.recipient_address(to_side),
             to_name=bundle.name_of(to_side),
         )
-        mail = build_email(
+        raw = build_email(
             envelope,
             rendered,
             message_id=message_id,
@@ -117,6 +116,6 @@ class Mailer:
             recipient_side=to_side,
             mail_from=f"bounces@{self.domain}",
             rcpt_to=envelope.to_address,
-            raw=mail.as_bytes(policy=policy.SMTP),
+            raw=raw,
             lifetime=timedelta(seconds=self.settings.delivery_lifetime),
         )

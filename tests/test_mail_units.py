@@ -75,3 +75,66 @@ def test_header_text_drops_every_line_break(brk: str) -> None:
     value = header_text(f"Subject{brk}Bcc: x@evil.example")
     assert value == "Subject Bcc: x@evil.example"
     assert not any(ch in value for ch in "\r\n\x0b\x0c\x1c\x85\u2028\u2029")
+
+
+@pytest.mark.parametrize(
+    ("from_name", "to_name", "subject"),
+    [
+        ("Acme Travel via support", "City Cabs", "Re: Lost umbrella"),
+        ('O\'Brien "Cabs", Ltd. <x@evil.example> via support', "a\\b", "Re: [#12] a; b: c"),
+        ("Taxi Müller & Söhne via Störungsdienst", "Ägäis Reisen", "Réclamation – " * 30),
+        ("出租车公司 " * 30, "旅行社", "关于行程的投诉 " * 40),
+        ("x" * 300, "y", "word " * 120 + "z" * 200),
+        ("=?utf-8?q?forged?= via support", "", "=?utf-8?b?Zm9yZ2Vk?="),
+    ],
+)
+def test_composed_headers_read_back_as_written(from_name: str, to_name: str, subject: str) -> None:
+    """Our own header block: what a mail reader decodes is exactly the (cleaned) text we
+    meant, every line stays within RFC 5322's 998 characters, and no value opens a header."""
+    from email import message_from_bytes, policy
+
+    from relay.compose import Envelope, Threading, build_email
+    from relay.rendering import RenderedEmail
+
+    refs = tuple(f"<{i:032x}@relay.example>" for i in range(25))
+    raw = build_email(
+        Envelope(from_name, "t-0123456789ab@relay.example", "help@partner.example", to_name),
+        RenderedEmail(subject=subject, text="Hello\n", html="<p>Hello</p>"),
+        message_id="<m1@relay.example>",
+        domain="relay.example",
+        threading=Threading(refs[-1], refs),
+    )
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # no bare line feeds
+    names = [line.split(b":", 1)[0] for line in head.split(b"\r\n") if line[:1] not in b" \t"]
+    assert names == [
+        b"From", b"Reply-To", b"To", b"Subject", b"Date", b"Message-ID", b"In-Reply-To",
+        b"References", b"Auto-Submitted", b"X-Support-Relay-Loop", b"MIME-Version",
+        b"Content-Type",
+    ]  # fmt: skip
+    msg = message_from_bytes(raw, policy=policy.default)
+    [sender] = msg["From"].addresses
+    assert _display_name(raw, "From") == header_text(from_name, 200)
+    assert sender.addr_spec == "t-0123456789ab@relay.example"
+    assert msg["Reply-To"].addresses[0].addr_spec == "t-0123456789ab@relay.example"
+    [recipient] = msg["To"].addresses
+    assert _display_name(raw, "To") == header_text(to_name, 200)
+    assert recipient.addr_spec == "help@partner.example"
+    assert str(msg["Subject"]) == header_text(subject, 500)
+    assert msg["References"].split() == list(refs[-20:])
+    assert msg.get_body(("plain",)).get_content().splitlines() == ["Hello"]
+
+
+def _display_name(raw: bytes, header: str) -> str:
+    """The display name as an RFC 2047 reader shows it. Python's address parser puts a
+    space between adjacent encoded words, which RFC 2047 section 6.2 says to drop (and
+    Python's own composer splits names the same way), so encoded names are decoded here."""
+    from email import message_from_bytes, policy
+    from email.header import decode_header, make_header
+
+    value = str(message_from_bytes(raw, policy=policy.compat32)[header])
+    if "=?" not in value:
+        parsed = message_from_bytes(raw, policy=policy.default)[header]
+        return str(parsed.addresses[0].display_name)
+    return str(make_header(decode_header(value.rsplit(" <", 1)[0])))
