@@ -24,8 +24,8 @@ from relay.errors import NotFound
 from storage.bounces import suppressions_for
 from storage.catalog import category_names, tags_of
 from storage.history import TicketPage
-from storage.models import Fleet, Message, Ticket
-from storage.tickets import conversation, events_of, ticket_attachments, ticket_for_partner
+from storage.models import Message, Ticket
+from storage.tickets import conversation, events_of, ticket_attachments, ticket_heading
 from storage.trips import partner_trip_ids
 
 
@@ -85,23 +85,23 @@ async def _summaries(
 
 
 async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) -> TicketDetail:
-    ticket = await ticket_for_partner(session, partner_id, ticket_id)
-    if ticket is None:
+    heading = await ticket_heading(session, partner_id, ticket_id)
+    if heading is None:
         raise NotFound("ticket")
-    fleet = await session.get(Fleet, ticket.fleet_id)
-    assert fleet is not None
-    [summary] = await ticket_summaries(session, [ticket])
+    ticket = heading.ticket
+    tags = await tags_of(session, [ticket_id])
+    summary = _public(ticket, heading.partner_trip_id, heading.category_title, tags[ticket_id])
     messages = await conversation(session, ticket_id)
     files = await ticket_attachments(session, ticket_id)
     events = await events_of(session, ticket_id)
-    reachability = await _reachability(session, fleet.support_email, ticket.contact_email)
+    reachability = await _reachability(session, heading.fleet.support_email, ticket.contact_email)
     files_by_message: dict[int, list[str]] = {}
     for file in files:
         if file.message_id is not None:
             files_by_message.setdefault(file.message_id, []).append(file.id)
     return TicketDetail(
         **summary.model_dump(),
-        fleet_name=fleet.name,
+        fleet_name=heading.fleet.name,
         reachability=reachability,
         conversation=[message_public(m, files_by_message.get(m.id or 0, [])) for m in messages],
         attachments=[AttachmentPublic.model_validate(f) for f in files],

@@ -11,7 +11,8 @@ from sqlalchemy import and_, exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.models import Category, Ticket, TicketTag, Trip
+from storage.models import Ticket, TicketTag
+from storage.tickets import category_title, partner_trip_ref
 
 SortKey = Literal["created", "-created", "updated", "-updated"]
 
@@ -98,11 +99,7 @@ async def search_tickets(
         filters = replace(filters, **implied)
     # Looked up per returned row by primary key, so the plan of the search is unchanged;
     # one query instead of three for a page.
-    trip_ref = select(Trip.partner_trip_id).where(col(Trip.id) == col(Ticket.trip_id))
-    category_name = select(Category.name).where(col(Category.id) == col(Ticket.category_id))
-    query = select(Ticket, trip_ref.scalar_subquery(), category_name.scalar_subquery()).where(
-        *_where(partner_id, filters)
-    )
+    query = select(Ticket, partner_trip_ref(), category_title()).where(*_where(partner_id, filters))
     if after is not None:
         value, last_id = after
         beyond = column < value if descending else column > value

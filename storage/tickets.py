@@ -6,9 +6,11 @@ import base64
 import hashlib
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import ScalarSelect
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,6 +18,7 @@ from storage.models import (
     Alias,
     Attachment,
     Blob,
+    Category,
     Fleet,
     Message,
     Partner,
@@ -94,6 +97,39 @@ async def ticket_parties(
     trip, partner, fleet, _ = rows[0]
     aliases = {alias.side: alias for *_, alias in rows if alias is not None}
     return trip, partner, fleet, aliases
+
+
+def partner_trip_ref() -> ScalarSelect[str]:
+    """The partner's own id for a ticket's trip, read beside the ticket by primary key."""
+    return select(Trip.partner_trip_id).where(col(Trip.id) == col(Ticket.trip_id)).scalar_subquery()
+
+
+def category_title() -> ScalarSelect[str]:
+    """A ticket's category name (NULL without one), read beside the ticket by primary key."""
+    query = select(Category.name).where(col(Category.id) == col(Ticket.category_id))
+    return query.scalar_subquery()
+
+
+@dataclass(frozen=True)
+class TicketHeading:
+    """A ticket with what its detail shows from other tables, in one query."""
+
+    ticket: Ticket
+    fleet: Fleet
+    partner_trip_id: str
+    category_title: str | None
+
+
+async def ticket_heading(
+    session: AsyncSession, partner_id: int, ticket_id: int
+) -> TicketHeading | None:
+    query = (
+        select(Ticket, Fleet, partner_trip_ref(), category_title())
+        .join(Fleet, col(Fleet.id) == col(Ticket.fleet_id))
+        .where(col(Ticket.id) == ticket_id, col(Ticket.partner_id) == partner_id)
+    )
+    found = (await session.exec(query)).first()
+    return None if found is None else TicketHeading(*found)
 
 
 async def ticket_for_partner(
