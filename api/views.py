@@ -3,8 +3,6 @@ built inside the transaction that created what it shows)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.schemas import (
@@ -22,11 +20,10 @@ from api.schemas import (
 )
 from relay.errors import NotFound
 from storage.bounces import suppressions_for
-from storage.catalog import category_names, tags_of
+from storage.catalog import tags_of
 from storage.history import TicketPage
 from storage.models import Message, Ticket
 from storage.tickets import conversation, events_of, ticket_attachments, ticket_heading
-from storage.trips import partner_trip_ids
 
 
 def _public(
@@ -51,36 +48,18 @@ def _public(
     )
 
 
-async def ticket_summaries(session: AsyncSession, tickets: Sequence[Ticket]) -> list[TicketPublic]:
-    """Tickets as a list shows them, in three queries whatever their number."""
-    trips = await partner_trip_ids(session, {t.trip_id for t in tickets})
-    categories = await category_names(
-        session, {t.category_id for t in tickets if t.category_id is not None}
-    )
-    return await _summaries(session, tickets, trips, categories)
-
-
 async def page_summaries(session: AsyncSession, page: TicketPage) -> list[TicketPublic]:
     """A history page as it shows: the search already read trip ids and category names, so
     only the tags are fetched, for the whole page at once."""
-    return await _summaries(session, page.tickets, page.partner_trip_ids, page.category_names)
-
-
-async def _summaries(
-    session: AsyncSession,
-    tickets: Sequence[Ticket],
-    trips: dict[str, str],
-    categories: dict[int, str],
-) -> list[TicketPublic]:
-    tags = await tags_of(session, [t.id for t in tickets if t.id is not None])
+    tags = await tags_of(session, [t.id for t in page.tickets if t.id is not None])
     return [
         _public(
             t,
-            trips[t.trip_id],
-            categories.get(t.category_id) if t.category_id is not None else None,
+            page.partner_trip_ids[t.trip_id],
+            page.category_names.get(t.category_id) if t.category_id is not None else None,
             tags.get(t.id or 0, []),
         )
-        for t in tickets
+        for t in page.tickets
     ]
 
 

@@ -772,7 +772,7 @@ async def report(args: argparse.Namespace, engine: AsyncEngine, data: Dataset) -
         timings.append((check, *await timed(page, by_key, args.runs, args.budget)))
     pk += [ms for *_, theirs in timings for ms in theirs]
 
-    print(f"\ntimings per page of {PAGE}: search_tickets + ticket_summaries in one session")
+    print(f"\ntimings per page of {PAGE}: search_tickets + page_summaries in one session")
     print(
         f"  SELECT 1 round trip:        p50 {pct(one, 0.5):6.2f} ms  p99 {pct(one, 0.99):6.2f} ms"
     )

@@ -83,15 +83,6 @@ async def tags_of(session: AsyncSession, ticket_ids: Collection[int]) -> dict[in
     return found
 
 
-async def category_names(session: AsyncSession, ids: Collection[int]) -> dict[int, str]:
-    """Category id → name for a page of tickets, in one query of two columns."""
-    if not ids:
-        return {}
-    query = select(Category.id, Category.name).where(col(Category.id).in_(list(ids)))
-    rows = await session.exec(query)
-    return {category_id: name for category_id, name in rows if category_id is not None}
-
-
 async def set_ticket_tags(
     session: AsyncSession, ticket_id: int, current: Sequence[int], wanted: Sequence[int]
 ) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Trip
@@ -25,16 +24,6 @@ async def trip_by_uuid(session: AsyncSession, partner_id: int, trip_id: str) -> 
     trip = await session.get(Trip, trip_id)
     # Another partner's trip is indistinguishable from a missing one.
     return trip if trip is not None and trip.partner_id == partner_id else None
-
-
-async def partner_trip_ids(session: AsyncSession, trip_ids: Iterable[str]) -> dict[str, str]:
-    """Trip id → the partner's own id for it, for a page of tickets in one query. Two
-    columns, not Trip objects: building 50 ORM rows cost more than the query."""
-    ids = list(trip_ids)
-    if not ids:
-        return {}
-    query = select(Trip.id, Trip.partner_trip_id).where(col(Trip.id).in_(ids))
-    return {trip_id: partner_trip_id for trip_id, partner_trip_id in (await session.exec(query))}
 
 
 async def upsert_trip(
