@@ -14,7 +14,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 
-from api.server import running
+from api.server import CannotListen, running
 from relay.config import Settings
 from relay.runtime import Relay
 from relay.sink import MailSink, free_port
@@ -228,15 +228,15 @@ class _Started:
 
 
 async def _start(values: dict[str, Any]) -> tuple[Settings, _Started]:
-    """Start a relay; a port another process took between free_port() and the bind (uvicorn
-    exits with SystemExit on that) is retried on fresh ports instead of failing the test."""
+    """Start a relay; a port another process took between free_port() and the bind (the
+    relay reports it as CannotListen) is retried on fresh ports instead of failing the test."""
     for attempt in range(3):
         settings = Settings(**values)
         context = running(settings)
         try:
             return settings, _Started(await context.__aenter__(), context)
-        except (OSError, SystemExit):
+        except CannotListen:
             if attempt == 2:
-                raise RuntimeError("could not bind the relay's ports") from None
+                raise
             values = {**values, "http_port": free_port(), "smtp_port": free_port()}
     raise AssertionError("unreachable")
