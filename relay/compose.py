@@ -101,7 +101,8 @@ def _unstructured(name: str, value: str) -> str:
 def _header_block(
     envelope: Envelope, subject: str, message_id: str, domain: str, threading: Threading
 ) -> bytes:
-    # Addresses are ASCII (relay.addresses refuses SMTPUTF8) and ids are our own.
+    # Addresses are ASCII (relay.addresses refuses SMTPUTF8); message ids are ours or, for
+    # threading, ones relay.parsing accepted as printable ASCII.
     sender = _mailbox(envelope.from_name, envelope.from_address)
     headers = [
         ("From", sender),

@@ -22,7 +22,10 @@ from relay.filenames import safe_filename
 from relay.headers import header_text
 from relay.html import html_to_text
 
-_MSGID = re.compile(r"<[^<>\s]{1,250}>")
+# A msg-id as RFC 5322 writes it: printable ASCII without spaces or angle brackets. These
+# IDs are written back into the headers of mail we send (threading), so anything else (a
+# client's UTF-8, a control character) is not an ID to us.
+_MSGID = re.compile(r"<[!-;=?-~]{1,250}>")
 # Headers read for classification: the RFC 3834 family and our own loop marker.
 _CLASSIFY_HEADERS = (*AUTOMATIC_HEADERS, LOOP_HEADER.lower())
 

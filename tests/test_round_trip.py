@@ -165,3 +165,32 @@ async def test_encoded_subject_with_line_break_cannot_inject_headers(live: LiveR
     assert to_partner.message["Bcc"] is None and to_partner.message["X-Note"] is None
     assert b"\r\nBcc:" not in head and b"\r\nX-Injected:" not in head
     assert to_partner.rcpt_to == [PARTNER_INBOX]
+
+
+async def test_message_ids_that_are_not_rfc_5322_never_reach_an_outgoing_header(
+    live: LiveRelay,
+) -> None:
+    """A msg-id is printable ASCII. A partner client sending UTF-8 or control characters in
+    one must not get that text copied into the headers of mail we send back to it (nor
+    make composing those headers fail, which would refuse every later reply with 451)."""
+    acc, ticket_id, fleet_alias = await live.fleet_ticket()
+    assert await live.send(reply_mail(FLEET_INBOX, fleet_alias, "First."), fleet_alias)
+    [first] = await live.sink.handler.wait_for(PARTNER_INBOX)
+    partner_alias = first.message["Reply-To"].addresses[0].addr_spec
+
+    odd = (
+        f"From: {PARTNER_INBOX}\r\nTo: {partner_alias}\r\nSubject: Re: ticket\r\n"
+        "Message-ID: <\u00fc-1@partner.example>\r\n"
+        f"In-Reply-To: {first.message['Message-ID']}\r\n"
+        "References: <ctl\x01id@partner.example>\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nThanks, tomorrow is fine.\r\n"
+    ).encode()
+    assert (await live.send(odd, partner_alias, mail_from=PARTNER_INBOX)).startswith("2.0.0")
+    await live.sink.handler.wait_for(FLEET_INBOX, count=2)
+
+    second = reply_mail(FLEET_INBOX, fleet_alias, "We will bring it tomorrow.")
+    assert (await live.send(second, fleet_alias)).startswith("2.0.0")
+    [_, forwarded] = await live.sink.handler.wait_for(PARTNER_INBOX, count=2)
+    head = forwarded.raw.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and b"\x01" not in head
+    assert "We will bring it tomorrow." in forwarded.message.get_body(("plain",)).get_content()
