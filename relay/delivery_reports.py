@@ -18,6 +18,11 @@ SOFT = "soft"
 DELAYED = "delayed"
 
 _STATUS = re.compile(rb"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# In free text a status counts only where a server's reply puts it: after the reply code
+# ("550 5.1.1", "550-5.1.1") or as qmail writes it ("#5.1.1"). Anything else that looks
+# like one is an IP address ("[10.4.0.12]") or a version ("Exim 4.94.2").
+_TEXT_STATUS = re.compile(rb"(?:\b[245]\d\d[ -]|#)([245]\.\d{1,3}\.\d{1,3})\b")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _SEVERITY = {DELAYED: 0, SOFT: 1, HARD: 2}
 
 
@@ -104,6 +109,8 @@ def _status_of(value: str) -> str | None:
 
 
 def _status_in_text(raw: bytes) -> str | None:
-    # Non-standard reports quote the remote server's reply ("550 5.1.1 <x>: unknown user").
-    match = _STATUS.search(raw[:200_000])
-    return match[0].decode() if match else None
+    # Non-standard reports quote the remote server's reply ("550 5.1.1 <x>: unknown user")
+    # in their text; the report's own header block holds only Received lines and the like.
+    parts = _HEADER_END.split(raw[:200_000], maxsplit=1)
+    match = _TEXT_STATUS.search(parts[-1]) if len(parts) == 2 else None
+    return match[1].decode() if match else None

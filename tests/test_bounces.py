@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from relay.bounces import BounceAddresses
+from relay.delivery_reports import read_report
 from relay.sink import Received
 from storage.types import utcnow
 from tests.harness import FLEET_INBOX, PARTNER_INBOX, Accounts, LiveRelay, reply_mail
@@ -219,6 +220,20 @@ async def test_a_non_standard_bounce_is_understood(live: LiveRelay) -> None:
     [event] = await live.events(acc, ticket["id"], "delivery.bounced")
     assert event["detail"]["bounceType"] == "hard"
     assert event["detail"]["status"] == "5.1.1"
+
+
+def test_addresses_and_versions_in_a_report_are_not_status_codes() -> None:
+    # Real reports carry Received lines with IP addresses and MTA versions; "10.4.0.12"
+    # read as status 4.0.12 would turn this permanent failure into a soft one.
+    raw = qmail_bounce("bounce-1@relay.localhost", FLEET_INBOX)
+    raw = b"Received: from mx.fleet.example ([10.4.0.12]) by relay (Exim 4.94.2)\r\n" + raw.replace(
+        b"(#5.1.1)", b"(Exim 4.94.2 says #5.1.1)"
+    )
+    report = read_report(raw)
+    assert report is not None
+    assert (report.kind, report.status) == ("hard", "5.1.1")
+    assert read_report(raw.replace(b"#5.1.1", b"550 5.1.1")) == report
+    assert read_report(raw.replace(b"#5.1.1", b"452-4.2.2")).kind == "soft"  # type: ignore[union-attr]
 
 
 async def test_delay_then_soft_failure_never_suppresses(live: LiveRelay) -> None:
