@@ -1,13 +1,9 @@
-"""Byte-level header scanning: find fields in a raw message, strip inbound auth results."""
+"""Byte-level header scanning: find fields in a raw message and read their values."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-
-_STRIPPED_FIELDS = frozenset(
-    {b"authentication-results", b"arc-authentication-results", b"received-spf"}
-)
 
 
 @dataclass(frozen=True)
@@ -36,15 +32,6 @@ def header_fields(raw: bytes) -> tuple[list[HeaderField], int]:
             fields.append(HeaderField(name, pos, end))
         pos = end
     return fields, pos
-
-
-def strip_authentication_results(raw: bytes) -> bytes:
-    """The message without any Authentication-Results, ARC-Authentication-Results or
-    Received-SPF field (folded lines included); all other bytes, the body above all, unchanged.
-    """
-    fields, body_start = header_fields(raw)
-    kept = [raw[f.start : f.end] for f in fields if f.name not in _STRIPPED_FIELDS]
-    return b"".join(kept) + raw[body_start:]
 
 
 def field_value(raw: bytes, field: HeaderField) -> bytes:

@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from relay.auth_headers import strip_authentication_results
 from relay.auth_verdict import AuthVerdict, unavailable_verdict
 from relay.dkim_check import MAX_DKIM_SIGNATURES, check_dkim
 from relay.dmarc_check import DmarcOutcome, check_dmarc, identifiers_aligned, public_suffixes
@@ -120,10 +119,10 @@ class Authenticator:
             spf_task = asyncio.ensure_future(
                 asyncio.to_thread(check_spf, scope, str(address), sender, helo)
             )
+        # The message exactly as received: a signature's h= may cover Authentication-Results
+        # or Received-SPF fields, and DKIM verification never reads their contents.
         dkim_task = asyncio.ensure_future(
-            asyncio.to_thread(
-                check_dkim, scope, strip_authentication_results(raw), self.max_dkim_signatures
-            )
+            asyncio.to_thread(check_dkim, scope, raw, self.max_dkim_signatures)
         )
         pending_tasks: set[asyncio.Future[Any]] = {dkim_task}
         if spf_task is not None:

@@ -7,9 +7,9 @@ from email import policy
 from email.message import EmailMessage
 from typing import Any
 
+import dkim
 import pytest
 
-from relay.auth_headers import strip_authentication_results
 from relay.authentication import Authenticator, AuthVerdict
 from relay.dkim_signing import DkimSigner, dkim_txt_value, generate_rsa_key
 from relay.dmarc_check import organizational_domain
@@ -477,33 +477,30 @@ async def test_unparseable_results_from_a_trusted_front_are_evaluated_here(
     assert verdict.dkim == "none"
 
 
-def test_strip_removes_folded_fields_and_leaves_the_body_alone() -> None:
-    raw = (
-        b"Received: from x by y;\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\n"
-        b"Authentication-Results: x; spf=pass\r\n\tdkim=pass\r\n dmarc=pass\r\n"
-        b"From: a@a.example\r\n"
-        b"ARC-Authentication-Results: i=1; x; spf=pass\r\n"
-        b"received-spf : Pass (x)\r\n  receiver=y\r\n"
-        b"Subject: Authentication-Results: in a subject\r\n"
-        b"AUTHENTICATION-RESULTS: y; none\r\n"
-        b"\r\n"
-        b"Authentication-Results: this is body text\r\n"
-        b"Received-SPF: so is this\r\n"
+async def test_dkim_signature_covering_authentication_results_verifies(
+    dns_server: LocalDNS, keys: Keys
+) -> None:
+    publish_key(dns_server, keys, "a", "a.example")
+    received = (
+        b"Authentication-Results: mx.a.example; spf=pass smtp.mailfrom=a.example\r\n"
+        b"Received-SPF: pass (mx.a.example: 192.0.2.10 is allowed) receiver=mx.a.example\r\n"
+        + message()
     )
-
-    stripped = strip_authentication_results(raw)
-
-    assert stripped == (
-        b"Received: from x by y;\r\n\tMon, 1 Jan 2024 00:00:00 +0000\r\n"
-        b"From: a@a.example\r\n"
-        b"Subject: Authentication-Results: in a subject\r\n"
-        b"\r\n"
-        b"Authentication-Results: this is body text\r\n"
-        b"Received-SPF: so is this\r\n"
+    # A forwarding system signs the results it added, as mailing lists and ESPs do.
+    signature = dkim.sign(
+        received,
+        b"s1",
+        b"a.example",
+        keys["a"][0],
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=[b"from", b"subject", b"authentication-results", b"received-spf"],
     )
-    lf_only = strip_authentication_results(raw.replace(b"\r\n", b"\n"))
-    assert lf_only == stripped.replace(b"\r\n", b"\n")
-    assert strip_authentication_results(b"From: a\r\n\r\nbody") == b"From: a\r\n\r\nbody"
+    auth = authenticator(dns_server)
+
+    verdict = await evaluate(auth, signature + received, client_ip=OTHER_IP)
+
+    assert b"authentication-results" in signature.lower()
+    assert (verdict.dkim, verdict.dkim_domains) == ("pass", ("a.example",))
 
 
 # -- the verdict as data and as a header ---------------------------------------------------
