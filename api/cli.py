@@ -90,7 +90,9 @@ def _print(data: Any) -> None:
 
 
 async def _with_relay(settings: Settings, work: Callable[[Relay], Awaitable[int]]) -> int:
-    relay = Relay(settings)
+    """Run an admin command. It sends no mail, so its relay has no DKIM signer: the key
+    file may not exist yet, or be readable only by the user the relay runs as."""
+    relay = Relay(settings.model_copy(update={"dkim_selector": None, "dkim_key_file": None}))
     try:
         await relay.migrate()
         return await work(relay)
@@ -241,11 +243,14 @@ def main(argv: list[str] | None = None) -> int:
             where = f"RELAY_{str(err['loc'][0]).upper()}: " if err["loc"] else ""
             print(f"configuration error: {where}{err['msg']}", file=sys.stderr)
         return 2
-    try:
-        load_signer(settings.dkim_selector, settings.dkim_key_file, settings.domain)
-    except ValueError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    if args.command in ("serve", "demo"):
+        # Only a relay that sends mail needs the DKIM key: the admin commands (and `dkim
+        # generate`, which may be about to write it) run without it.
+        try:
+            load_signer(settings.dkim_selector, settings.dkim_key_file, settings.domain)
+        except ValueError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         from api.demo import main as demo_main
 

@@ -276,6 +276,33 @@ def test_migrate_on_an_empty_database(tmp_path: Path) -> None:
     assert again.returncode == 0 and "database is up to date" in again.stdout
 
 
+def test_only_serving_needs_the_dkim_key(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "dkim.pem"
+    dkim = {"RELAY_DKIM_SELECTOR": "relay2026", "RELAY_DKIM_KEY_FILE": str(key_file)}
+    cli = Cli(tmp_path, dkim)
+    # Configured first, generated second: the key the settings point at does not exist yet.
+    made = cli.run("dkim", "generate", "--selector", "relay2026", "--key-file", str(key_file))
+    assert made.returncode == 0, made.stderr
+    assert key_file.is_file() and " IN TXT " in made.stdout
+
+    # The admin commands send no mail: a missing or unreadable key does not stop them.
+    # (A directory stands in for an unreadable file: the tests may run as root.)
+    (tmp_path / "a-directory.pem").mkdir()
+    for unusable in (tmp_path / "missing.pem", tmp_path / "a-directory.pem"):
+        admin = Cli(tmp_path, {**dkim, "RELAY_DKIM_KEY_FILE": str(unusable)})
+        migrated = admin.run("migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        assert admin.ok("partner", "list") == []
+        assert admin.ok("suppression", "list") == []
+
+        # Serving does: one clear line and no start.
+        served = admin.run("serve")
+        assert served.returncode == 2, (served.stdout, served.stderr)
+        assert served.stderr.startswith("configuration error: cannot read DKIM key file")
+        assert served.stderr.count("\n") == 1 and "Traceback" not in served.stderr
+        assert "support-relay serving" not in served.stdout
+
+
 @dataclass(frozen=True)
 class DemoBanner:
     text: str
