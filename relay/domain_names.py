@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import idna
+
 _HOSTNAME_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII | re.IGNORECASE)
 
 
@@ -16,12 +18,16 @@ def is_hostname(value: str) -> bool:
 
 
 def ascii_domain(value: str) -> str:
-    """Lower case, no final dot, U-labels as A-labels when they convert (else unchanged)."""
+    """Lower case, no final dot, U-labels as A-labels when they convert (else unchanged).
+
+    IDNA 2008 with UTS #46 mapping, as email_validator reads addresses: Python's "idna" codec
+    is IDNA 2003, which turns "faß.de" into "fass.de", another domain than "xn--fa-hia.de".
+    """
     name = value.strip().lower().rstrip(".")
     if name and not name.isascii():
         try:
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except UnicodeError:  # idna.IDNAError is one
             pass
     return name
 

@@ -14,6 +14,7 @@ from relay.authentication import Authenticator, AuthVerdict
 from relay.dkim_signing import DkimSigner, dkim_txt_value, generate_rsa_key
 from relay.dmarc_check import organizational_domain
 from relay.dns import DnsTemporaryError, Resolver
+from relay.domain_names import ascii_domain
 from tests.dns_server import LocalDNS
 
 pytest_plugins = ["tests.dns_fixtures"]
@@ -376,6 +377,29 @@ async def test_dmarc_looks_up_an_internationalized_from_domain_as_a_labels(
 
     assert verdict.from_domain == "xn--bcher-kva.example"
     assert (verdict.dmarc, verdict.dmarc_policy, verdict.aligned) == ("pass", "quarantine", True)
+
+
+async def test_dmarc_aligns_a_sharp_s_domain_by_idna_2008(dns_server: LocalDNS) -> None:
+    # IDNA 2003 would look up fass.de, another domain, whose record says nothing about faß.de.
+    dns_server.add_txt("xn--fa-hia.de", "v=spf1 ip4:192.0.2.0/25 -all")
+    dns_server.add_txt("_dmarc.xn--fa-hia.de", "v=DMARC1; p=reject")
+    dns_server.add_txt("_dmarc.fass.de", "v=DMARC1; p=none")
+    auth = authenticator(dns_server)
+
+    verdict = await evaluate(
+        auth, message(from_addr="x@faß.de"), mail_from="x@xn--fa-hia.de", from_domain="faß.de"
+    )
+
+    assert verdict.from_domain == "xn--fa-hia.de"
+    assert (verdict.dmarc, verdict.dmarc_policy, verdict.aligned) == ("pass", "reject", True)
+    assert dns_server.count("_dmarc.fass.de") == 0
+
+
+def test_ascii_domain_is_idna_2008_with_uts46_mapping() -> None:
+    assert ascii_domain("faß.de") == "xn--fa-hia.de"
+    assert ascii_domain("Bücher.Example.") == "xn--bcher-kva.example"
+    assert ascii_domain("A.Example") == "a.example"
+    assert ascii_domain("a..ü") == "a..ü"  # does not convert: left as it was
 
 
 async def test_dmarc_permerror_for_a_broken_record(dns_server: LocalDNS) -> None:
