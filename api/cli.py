@@ -24,6 +24,20 @@ from storage import accounts
 from storage.db import transaction
 from storage.models import Partner
 
+MAX_PROCESSES = 64  # as RELAY_PROCESSES allows (relay.config)
+
+
+def _process_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 1 to {MAX_PROCESSES}, got {value!r}"
+        )
+    return count
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="support-relay", description=__doc__)
@@ -40,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-migrate", action="store_true", help="do not run migrations at start")
     serve.add_argument(
         "--processes",
-        type=int,
+        type=_process_count,
         help="relay processes sharing the ports, one per core (default RELAY_PROCESSES or 1)",
     )
     # Set by the supervisor on the processes it starts (api.supervisor).
@@ -111,10 +125,10 @@ def _serving(settings: Settings, roles: list[Role], processes: int = 1) -> str:
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     roles: list[Role] = args.only or settings.roles
-    processes = 1 if args.child else (args.processes or settings.processes)
-    if processes < 1:
-        print("configuration error: --processes must be at least 1", file=sys.stderr)
-        return 2
+    if args.child:
+        processes = 1
+    else:
+        processes = args.processes if args.processes is not None else settings.processes
     stop = stop_on_signal()
     if processes > 1:
         return await _supervise(settings, args, roles, processes, stop)

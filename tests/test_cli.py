@@ -480,6 +480,16 @@ def test_a_relay_process_that_cannot_start_stops_the_relay(tmp_path: Path) -> No
     assert "Traceback" not in done.stderr
 
 
+def test_processes_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    # RELAY_PROCESSES=2 must not stand in for a given but refused --processes 0.
+    cli = Cli(tmp_path, {"RELAY_PROCESSES": "2"})
+    for count in ("0", "65", "two"):
+        done = cli.run("serve", "--processes", count)
+        assert done.returncode == 2, (count, done.stdout, done.stderr)
+        assert "argument --processes: must be a whole number from 1 to 64" in done.stderr
+        assert "support-relay serving" not in done.stdout and "Traceback" not in done.stderr
+
+
 def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
