@@ -49,18 +49,14 @@ class Authenticator:
         self,
         resolver: Resolver,
         *,
-        authserv_id: str,
         trusted_front: Sequence[str] = (),
         trusted_authserv_ids: Sequence[str] = (),
         timeout: float = 10.0,
         max_dkim_signatures: int = MAX_DKIM_SIGNATURES,
     ) -> None:
-        if not is_hostname(authserv_id):
-            raise ValueError(f"authserv-id must be a host name, got {authserv_id!r}")
         if timeout <= 0:
             raise ValueError("authentication timeout must be positive")
         self.resolver = resolver
-        self.authserv_id = authserv_id.lower()
         self.timeout = timeout
         self.max_dkim_signatures = max_dkim_signatures
         self.trusted_front = tuple(

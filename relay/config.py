@@ -158,8 +158,6 @@ class Settings(BaseSettings):
     auth_timeout: float = Field(default=10.0, gt=0)
     # DKIM signatures of one message checked at most (each is a DNS lookup and RSA work).
     dkim_max_signatures: int = Field(default=8, ge=1, le=100)
-    # Name in Authentication-Results (RFC 8601); default: the SMTP hostname or the domain.
-    authserv_id: str | None = None
     # Front MTAs (IPs or CIDRs, comma-separated) whose Authentication-Results header, under
     # one of `trusted_authserv_ids`, is believed instead of evaluating here.
     trusted_front_mtas: str = ""

@@ -71,7 +71,6 @@ def authenticator(settings: Settings) -> Authenticator:
     )
     return Authenticator(
         resolver,
-        authserv_id=settings.authserv_id or settings.smtp_hostname or settings.domain,
         trusted_front=settings.trusted_front_list,
         trusted_authserv_ids=settings.trusted_authserv_id_list,
         timeout=settings.auth_timeout,

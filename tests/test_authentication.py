@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from email import policy
 from email.message import EmailMessage
@@ -56,7 +57,7 @@ def message(
 
 def authenticator(server: LocalDNS, *, dns_timeout: float = 2.0, **options: Any) -> Authenticator:
     resolver = Resolver(server.servers, timeout=dns_timeout)
-    return Authenticator(resolver, authserv_id="relay.example", **options)
+    return Authenticator(resolver, **options)
 
 
 async def evaluate(
@@ -179,7 +180,6 @@ async def test_bad_input_never_raises(dns_server: LocalDNS) -> None:
     assert verdict.dkim == "none"
     assert verdict.dmarc == "permerror"
     assert odd_domain.dmarc == "permerror"
-    assert "\n" not in odd_domain.header_value("relay.example")
 
 
 # -- DKIM ----------------------------------------------------------------------------------
@@ -527,10 +527,10 @@ async def test_dkim_signature_covering_authentication_results_verifies(
     assert (verdict.dkim, verdict.dkim_domains) == ("pass", ("a.example",))
 
 
-# -- the verdict as data and as a header ---------------------------------------------------
+# -- the verdict as data ------------------------------------------------------------------
 
 
-def test_verdict_round_trips_and_renders_a_safe_header() -> None:
+def test_verdict_as_dict_keeps_the_values_found() -> None:
     verdict = AuthVerdict(
         spf="pass",
         spf_domain="a.example",
@@ -543,18 +543,9 @@ def test_verdict_round_trips_and_renders_a_safe_header() -> None:
         source="relay",
     )
 
-    assert AuthVerdict.from_dict(verdict.as_dict()) == verdict
     assert verdict.as_dict()["dkimDomains"] == ["a.example", "bad domain\r\nX-Injected: 1"]
-    assert verdict.header_value("relay.example") == (
-        "relay.example; spf=pass smtp.mailfrom=a.example; dkim=pass header.d=a.example;"
-        " dmarc=fail (p=reject)"
-    )
     with pytest.raises(ValueError):
-        verdict.header_value("relay.example\r\nX: 1")
-    with pytest.raises(ValueError):
-        AuthVerdict.from_dict({**verdict.as_dict(), "spf": "totally"})
-    with pytest.raises(ValueError):
-        AuthVerdict.from_dict({**verdict.as_dict(), "aligned": "yes"})
+        dataclasses.replace(verdict, spf="totally")
 
 
 # -- the resolver --------------------------------------------------------------------------

@@ -59,9 +59,7 @@ async def test_generated_key_signs_every_message_and_verifies_from_dns(
         dkim_key_file=key_file,
     ) as live:
         live.dns.add_txt(owner, value)
-        receiver = Authenticator(
-            Resolver(live.dns.servers, timeout=2.0), authserv_id="mx.receiver.example"
-        )
+        receiver = Authenticator(Resolver(live.dns.servers, timeout=2.0))
         acc = await live.accounts()
         await live.put_trip(acc)
         await live.open_ticket(acc)
