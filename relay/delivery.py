@@ -149,13 +149,14 @@ class DeliveryWorker:
         message). Should the process die before it commits, the batch's rows stay leased
         and are sent again when the lease runs out: at least once, never lost."""
         async with transaction(self.sessions) as session:
-            await outbox.load(session, [_id(o.item) for o in outcomes])
+            rows = await outbox.load(session, [_id(o.item) for o in outcomes])
             for outcome in outcomes:
                 item = outcome.item
                 error = _masked(item, outcome.error) if outcome.error else None
                 retry_at = outcome.retry_at
                 status = outcome.status
-                await outbox.mark(session, _id(item), status=status, error=error, retry_at=retry_at)
+                row = rows[_id(item)]
+                outbox.mark(session, row, status=status, error=error, retry_at=retry_at)
                 detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
                 detail["attempt"] = item.attempts
                 if error:

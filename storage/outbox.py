@@ -88,22 +88,21 @@ async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list
     return list((await session.exec(claimed.execution_options(populate_existing=True))).all())
 
 
-async def load(session: AsyncSession, item_ids: list[int]) -> None:
-    """Read these rows into the session in one query, so that `mark` finds them there."""
+async def load(session: AsyncSession, item_ids: list[int]) -> dict[int, OutboxItem]:
+    """These rows as they are now, in one query, by id (to hand to `mark`)."""
     query = select(OutboxItem).where(col(OutboxItem.id).in_(item_ids))
-    await session.exec(query.execution_options(populate_existing=True))
+    rows = (await session.exec(query.execution_options(populate_existing=True))).all()
+    return {row.id: row for row in rows if row.id is not None}
 
 
-async def mark(
+def mark(
     session: AsyncSession,
-    item_id: int,
+    item: OutboxItem,
     *,
     status: str,
     error: str | None = None,
     retry_at: datetime | None = None,
 ) -> OutboxItem:
-    item = await session.get(OutboxItem, item_id)
-    assert item is not None
     if item.status == BOUNCED and status == SENT:
         # The report outran the smarthost's 250 to us (it came back while we were still
         # marking the send): the bounce is the later truth.

@@ -210,3 +210,37 @@ async def test_separate_api_and_worker_roles_share_the_database(database: Databa
             await live.open_ticket(acc)
             [mail] = await live.sink.handler.wait_for(FLEET_INBOX, timeout=10)
             assert b"Lost umbrella" in mail.raw
+
+
+async def test_a_rounds_outcomes_are_recorded_after_one_read(live: LiveRelay) -> None:
+    """One query loads the round's rows; marking them reads nothing more (was one
+    SELECT per row on top of a load that kept nothing)."""
+    from sqlalchemy import event
+
+    from relay.delivery import Outcome
+
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    for _ in range(3):
+        await live.open_ticket(acc)
+    for _ in range(200):  # until the worker has recorded all three (it is still running)
+        async with live.relay.sessions() as session:
+            items = list((await session.exec(select(OutboxItem))).all())
+        if [i.status for i in items] == [outbox.SENT] * 3:
+            break
+        await asyncio.sleep(0.05)
+    assert [i.status for i in items] == [outbox.SENT] * 3
+    selects: list[str] = []
+
+    def count(_conn: object, _cur: object, statement: str, *_: object) -> None:
+        # Reads of these rows by id; the running worker's own polling is not one of them.
+        if statement.lstrip().startswith("SELECT") and "WHERE outbox.id" in statement:
+            selects.append(statement)
+
+    engine = live.relay.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await live.relay.worker._record([Outcome(i, outbox.SENT, "delivery.sent") for i in items])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(selects) == 1, "\n---\n".join(selects)
