@@ -156,6 +156,12 @@ class DeliveryWorker:
                 retry_at = outcome.retry_at
                 status = outcome.status
                 row = rows[_id(item)]
+                if row.status == outbox.BOUNCED and status == outbox.SENT:
+                    # The report outran us: it came back, and was filed with its diagnostic
+                    # and event, before this round recorded the smarthost's 250. The bounce
+                    # is the later truth; only the lease is let go.
+                    outbox.mark(session, row, status=outbox.BOUNCED, error=row.last_error)
+                    continue
                 outbox.mark(session, row, status=status, error=error, retry_at=retry_at)
                 detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
                 detail["attempt"] = item.attempts

@@ -103,10 +103,6 @@ def mark(
     error: str | None = None,
     retry_at: datetime | None = None,
 ) -> OutboxItem:
-    if item.status == BOUNCED and status == SENT:
-        # The report outran the smarthost's 250 to us (it came back while we were still
-        # marking the send): the bounce is the later truth.
-        status = BOUNCED
     item.status = status
     item.last_error = error[:1000] if error else None
     item.lease_until = None

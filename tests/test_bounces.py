@@ -297,3 +297,38 @@ async def test_a_bounce_from_the_partner_side_marks_the_partner_unreachable(
     detail = await live.ticket(acc, ticket["id"])
     assert detail["reachability"]["partner"]["reachable"] is False
     assert detail["reachability"]["fleet"]["reachable"] is True
+
+
+async def test_a_report_that_outruns_the_send_stays_the_truth(live: LiveRelay) -> None:
+    """The remote side bounces the message before our smarthost's 250 reaches the worker:
+    the row stays bounced with the report's diagnostic, and no 'sent' follows 'bounced'."""
+    from sqlmodel import col, select
+
+    from relay.sink import SinkHandler
+    from storage.models import OutboxItem
+
+    handler = live.sink.handler
+    answer = SinkHandler.handle_DATA.__get__(handler)
+
+    async def report_first(server: Any, session: Any, envelope: Any) -> str:
+        report = dsn(envelope.mail_from, FLEET_INBOX, diagnostic="smtp; 550 5.1.1 no such user")
+        await live.send(report, envelope.mail_from, mail_from="")
+        return await answer(server, session, envelope)
+
+    # aiosmtpd binds its hooks per connection: set before the worker's first connection.
+    handler.handle_DATA = report_first  # type: ignore[method-assign]
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc)
+    await live.events(acc, ticket["id"], "delivery.bounced")
+    for _ in range(200):  # until the worker has recorded its round
+        async with live.relay.sessions() as session:
+            query = select(OutboxItem).where(col(OutboxItem.ticket_id) == ticket["id"])
+            row = (await session.exec(query)).one()
+        if row.lease_owner is None:
+            break
+        await asyncio.sleep(0.05)
+    assert row.status == "bounced" and row.lease_owner is None
+    assert row.last_error is not None and "no such user" in row.last_error
+    kinds = [e["kind"] for e in (await live.ticket(acc, ticket["id"]))["events"]]
+    assert "delivery.bounced" in kinds and "delivery.sent" not in kinds
