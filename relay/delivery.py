@@ -128,6 +128,10 @@ class DeliveryWorker:
         mail_from = bounces.address_for(item.id, utcnow()) if bounces else item.mail_from
         try:
             raw = self.signer.sign(item.raw) if self.signer else item.raw
+        except ValueError as exc:  # the same bytes will never sign: retrying cannot help
+            log.error("cannot DKIM-sign outbox item %s: %s", item.id, exc)
+            return Outcome(item, outbox.FAILED, "delivery.failed", str(exc))
+        try:
             await self.transport.send(mail_from, item.rcpt_to, raw)
         except PermanentDeliveryError as exc:
             return Outcome(item, outbox.FAILED, "delivery.failed", str(exc))

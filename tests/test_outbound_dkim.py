@@ -135,3 +135,51 @@ def test_bad_trust_settings_are_configuration_errors(
     err = capsys.readouterr().err
     assert err.startswith("configuration error") and said in err
     assert "Traceback" not in err
+
+
+async def test_a_message_that_cannot_be_signed_fails_at_once(
+    database: Database,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Signing is deterministic: bytes dkimpy cannot parse fail on the first attempt, as a
+    permanent failure, instead of being retried until the row expires."""
+    from datetime import timedelta
+
+    from storage import outbox
+    from storage.db import transaction
+    from storage.models import OutboxItem
+
+    monkeypatch.setenv("RELAY_DOMAIN", "relay.example")
+    assert generate(tmp_path, capsys)[0] == 0
+    async with live_relay(
+        database.url,
+        database.schema,
+        domain="relay.example",
+        dkim_selector="relay2026",
+        dkim_key_file=tmp_path / "dkim.pem",
+    ) as live:
+        acc, ticket_id, _ = await live.fleet_ticket()
+        async with transaction(live.relay.sessions) as session:
+            item = await outbox.enqueue(
+                session,
+                ticket_id=ticket_id,
+                message_id=None,
+                recipient_side="fleet",
+                mail_from="bounces@relay.example",
+                rcpt_to=FLEET_INBOX,
+                raw=b"not a header line\r\n\r\nbody\r\n",
+                lifetime=timedelta(days=4),
+            )
+            await session.flush()
+            item_id = item.id
+        live.relay.worker.notify()
+        [failed] = await live.events(acc, ticket_id, "delivery.failed")
+        assert failed["detail"]["outboxId"] == item_id
+        assert "cannot DKIM-sign" in failed["detail"]["error"]
+        async with live.relay.sessions() as session:
+            row = await session.get(OutboxItem, item_id)
+            assert row is not None and (row.status, row.attempts) == ("failed", 1)
+        events = (await live.ticket(acc, ticket_id))["events"]
+        assert not [e for e in events if e["kind"] == "delivery.deferred"]
