@@ -12,6 +12,7 @@ from typing import Any
 from api.schemas import SuppressionPublic
 from relay.config import Settings
 from relay.dkim_signing import dns_txt_record, generate_rsa_key
+from relay.domain_names import is_hostname
 from relay.runtime import Relay
 from storage import bounces
 from storage.db import transaction
@@ -41,21 +42,31 @@ def generate_dkim_key(settings: Settings, args: argparse.Namespace) -> int:
     """Write the private key (mode 0600, never over an existing one without --force) and
     print what to publish and what to configure."""
     selector = args.selector.strip().lower()
-    if not selector or not all(c.isalnum() or c in "-_." for c in selector):
-        print("error: the selector may hold letters, digits, '-', '_' and '.'", file=sys.stderr)
+    # The rule DkimSigner applies at start: a key it would refuse is never written.
+    if not is_hostname(selector) or selector.endswith("."):
+        print(
+            "error: the selector must be DNS labels of letters, digits and '-' "
+            f"joined by '.', got {args.selector!r}",
+            file=sys.stderr,
+        )
         return 2
     path: Path = args.key_file
     if path.exists() and not args.force:
         print(f"error: {path} exists; pass --force to replace it", file=sys.stderr)
         return 1
     private_pem, public_b64 = generate_rsa_key(args.bits)
+    try:
+        record = dns_txt_record(selector, settings.domain, public_b64)
+    except ValueError as exc:  # before the key is written: nothing is left behind
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     with os.fdopen(os.open(path, flags, 0o600), "wb") as fh:
         fh.write(private_pem)
     os.chmod(path, 0o600)
     print("; Publish this record in the DNS zone of your relay domain:")
-    print(dns_txt_record(selector, settings.domain, public_b64))
+    print(record)
     print("; Then run the relay with:")
     print(f"RELAY_DKIM_SELECTOR={selector}")
     print(f"RELAY_DKIM_KEY_FILE={path.resolve()}")

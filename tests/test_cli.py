@@ -303,6 +303,19 @@ def test_only_serving_needs_the_dkim_key(tmp_path: Path) -> None:
         assert "support-relay serving" not in served.stdout
 
 
+def test_dkim_generate_refuses_a_selector_the_signer_would_refuse(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "dkim.pem"
+    for selector in ("relay_2026", "-relay", "relay..2026", "relay2026."):
+        done = Cli(tmp_path).run(
+            "dkim", "generate", f"--selector={selector}", "--key-file", str(key_file)
+        )
+        assert done.returncode == 2, (selector, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: the selector must be DNS labels"), done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert done.stdout == ""
+        assert not key_file.exists() and not key_file.parent.exists()
+
+
 @dataclass(frozen=True)
 class DemoBanner:
     text: str
