@@ -246,7 +246,8 @@ class MessageAuthentication(PublicModel):
     # The d= domains of the signatures that verified.
     dkim_domains: list[str]
     dmarc: str
-    # The From domain's published DMARC policy (p=, or sp= for a subdomain); null: none.
+    # The From domain's DMARC policy as it applies: p= (or sp= for a subdomain), one step
+    # milder when its pct= is below 100; null: none.
     dmarc_policy: str | None
     from_domain: str
     # SPF or a DKIM pass aligned with the From domain: the sender is who From says.

@@ -15,6 +15,8 @@ from relay.dns import DnsTemporaryError
 from relay.lookup_scope import LookupScope
 
 _DMARC_VERSION = re.compile(r"\s*[vV]\s*=\s*DMARC1\s*(;|\Z)")
+# RFC 7489 §6.6.4: mail not selected by pct= gets the next less strict policy.
+_MILDER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 
 
 @functools.cache
@@ -70,7 +72,7 @@ def identifiers_aligned(
 @dataclass(frozen=True)
 class DmarcOutcome:
     result: str
-    policy: str | None
+    policy: str | None  # the policy that applies: p= (or sp=), one step milder when pct<100
     aligned: bool
 
 
@@ -115,6 +117,12 @@ def check_dmarc(
     if found_at != from_domain and policy.sp is not dmarc.DMARCDisposition.UNSPECIFIED:
         disposition = policy.sp
     published = disposition.value if disposition.value in DMARC_POLICIES else None
+    if published is not None and policy.pct < 100:
+        # RFC 7489 samples pct% of failing mail for the policy and gives the rest the next
+        # milder one. We give every message the milder one, without random sampling: a
+        # sender's retry (after a 451, or a resend) must get the same answer as the first
+        # attempt, and a domain still rolling its policy out never has mail refused on a draw.
+        published = _MILDER[published]
     aligned = identifiers_aligned(
         from_domain,
         spf_result,

@@ -11,6 +11,7 @@ from typing import Any
 import dkim
 import pytest
 
+from relay.auth_policy import decide
 from relay.authentication import Authenticator, AuthVerdict
 from relay.dkim_signing import DkimSigner, dkim_txt_value, generate_rsa_key
 from relay.dmarc_check import organizational_domain
@@ -400,6 +401,33 @@ def test_ascii_domain_is_idna_2008_with_uts46_mapping() -> None:
     assert ascii_domain("Bücher.Example.") == "xn--bcher-kva.example"
     assert ascii_domain("A.Example") == "a.example"
     assert ascii_domain("a..ü") == "a..ü"  # does not convert: left as it was
+
+
+async def test_dmarc_pct_below_100_applies_the_next_milder_policy_every_time(
+    dns_server: LocalDNS,
+) -> None:
+    dns_server.add_txt("_dmarc.a.example", "v=DMARC1; p=reject; pct=0")
+    dns_server.add_txt("_dmarc.b.example", "v=DMARC1; p=quarantine; pct=50")
+    dns_server.add_txt("_dmarc.c.example", "v=DMARC1; p=reject; pct=100")
+    dns_server.add_txt("_dmarc.d.example", "v=DMARC1; p=none; sp=reject; pct=99")
+    auth = authenticator(dns_server)
+
+    async def unauthenticated(domain: str) -> AuthVerdict:
+        raw = message(from_addr=f"x@{domain}")
+        return await evaluate(auth, raw, client_ip=OTHER_IP, mail_from="", from_domain=domain)
+
+    testing = [await unauthenticated("a.example") for _ in range(5)]
+    half = await unauthenticated("b.example")
+    full = await unauthenticated("c.example")
+    subdomain = await unauthenticated("news.d.example")
+
+    assert {(v.dmarc, v.dmarc_policy) for v in testing} == {("fail", "quarantine")}
+    assert (half.dmarc, half.dmarc_policy) == ("fail", "none")
+    assert (full.dmarc, full.dmarc_policy) == ("fail", "reject")
+    assert (subdomain.dmarc, subdomain.dmarc_policy) == ("fail", "quarantine")
+    assert decide(testing[0], "record", honor_dmarc=True).action == "quarantine"
+    assert decide(half, "record", honor_dmarc=True).action == "accept"
+    assert decide(full, "record", honor_dmarc=True).action == "reject"
 
 
 async def test_dmarc_permerror_for_a_broken_record(dns_server: LocalDNS) -> None:
