@@ -32,7 +32,8 @@ async def release_message(
     409 if it is not held or quarantined (a second release is a 409: nothing goes twice)."""
     async with transaction(sessions) as session:
         ticket = await ticket_for_partner(session, partner_id, ticket_id)
-        message = await session.get(Message, message_id)
+        # Locked (PostgreSQL): two releases at once must not both see it still held.
+        message = await session.get(Message, message_id, with_for_update=True)
         if ticket is None or message is None or message.ticket_id != ticket_id:
             raise NotFound("message")
         if message.disposition not in RELEASABLE:

@@ -94,3 +94,22 @@ async def test_only_the_owner_releases_and_only_kept_mail(strict: LiveRelay) -> 
     assert "forwarded" in not_kept.json()["detail"]
     after = await live.ticket(acc, ticket_id)
     assert after["conversation"][-1]["disposition"] == "quarantined"
+
+
+async def test_two_releases_at_once_forward_once(strict: LiveRelay) -> None:
+    live = strict
+    acc, ticket_id, alias = await live.fleet_ticket()
+    await live.send(reply_mail(FLEET_INBOX, alias, "Found it."), alias)
+    message = (await live.ticket(acc, ticket_id))["conversation"][-1]
+    assert message["disposition"] == "quarantined"
+
+    answers = await asyncio.gather(
+        *(release(live, acc, ticket_id, message["id"]) for _ in range(4))
+    )
+
+    assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
+    await live.sink.handler.wait_for(PARTNER_INBOX)
+    await asyncio.sleep(0.5)  # a second forward would have arrived by now
+    assert len(live.sink.handler.for_rcpt(PARTNER_INBOX)) == 1
+    events = [e["kind"] for e in (await live.ticket(acc, ticket_id))["events"]]
+    assert events.count("message.released") == 1
