@@ -10,9 +10,8 @@ from relay.auth_headers import header_fields
 from relay.dns import DnsTemporaryError
 from relay.lookup_scope import LookupScope
 
-# dkimpy logs every unusable key of every sender at ERROR; give it a name operators can quiet
-# (the name it had before DKIM moved out of relay.authentication).
-_dkimpy_log = logging.getLogger("relay.authentication.dkimpy")
+# dkimpy logs every unusable key of every sender at ERROR; give it a name operators can quiet.
+_dkimpy_log = logging.getLogger(__name__)
 
 # Each signature may cost a key lookup; a message with hundreds of them gets no more work.
 MAX_DKIM_SIGNATURES = 8  # the default of RELAY_DKIM_MAX_SIGNATURES

@@ -13,9 +13,7 @@ from relay.auth_verdict import SPF_RESULTS
 from relay.dns import DnsTemporaryError
 from relay.lookup_scope import LookupScope
 
-# The name the warnings had before SPF moved out of relay.authentication: logging set up for
-# that name keeps applying.
-log = logging.getLogger("relay.authentication")
+log = logging.getLogger(__name__)
 
 # pyspf resolves through its module-level function `spf.DNSLookup` and has no parameter for
 # a resolver. We replace that global once, with a dispatcher that finds the current

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from email import policy
 from email.message import EmailMessage
@@ -10,13 +11,17 @@ from typing import Any
 
 import dkim
 import pytest
+import spf
 
+from relay import dkim_check
 from relay.auth_policy import decide
 from relay.authentication import Authenticator, AuthVerdict
 from relay.dkim_signing import DkimSigner, dkim_txt_value, generate_rsa_key
 from relay.dmarc_check import organizational_domain
 from relay.dns import DnsTemporaryError, Resolver
 from relay.domain_names import ascii_domain
+from relay.lookup_scope import LookupScope
+from relay.spf_check import check_spf
 from tests.dns_server import LocalDNS
 
 pytest_plugins = ["tests.dns_fixtures"]
@@ -181,6 +186,22 @@ async def test_bad_input_never_raises(dns_server: LocalDNS) -> None:
     assert verdict.dkim == "none"
     assert verdict.dmarc == "permerror"
     assert odd_domain.dmarc == "permerror"
+
+
+def test_spf_and_dkim_log_under_their_own_module_names(
+    dns_server: LocalDNS, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(**_: object) -> None:
+        raise RuntimeError("pyspf tripped")
+
+    monkeypatch.setattr(spf, "check2", broken)
+    scope = LookupScope(Resolver(dns_server.servers, timeout=1.0), time.monotonic() + 5)
+
+    with caplog.at_level(logging.WARNING):
+        assert check_spf(scope, GOOD_IP, "x@a.example", "mx.a.example") == "permerror"
+
+    assert [r.name for r in caplog.records] == ["relay.spf_check"]
+    assert dkim_check._dkimpy_log.name == "relay.dkim_check"
 
 
 # -- DKIM ----------------------------------------------------------------------------------
