@@ -11,6 +11,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from relay.addresses import normalize_email, validate_sender_entry
+from relay.config import AuthPolicy
 
 Priority = Literal["low", "medium", "high", "urgent"]
 Status = Literal["open", "processing", "closed"]
@@ -101,9 +102,6 @@ class PartnerPublic(PublicModel):
 class PartnerCreated(PartnerPublic):
     api_key: str
     api_key_id: int
-
-
-AuthPolicy = Literal["record", "quarantine", "reject"]
 
 
 class FleetCreate(WireModel):
