@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.addresses import alias_address
+from relay.bounces import LEGACY_LOCAL_PART
 from relay.compose import Envelope, FilePart, Threading, build_email, new_message_id
 from relay.config import Settings
 from relay.rendering import Renderer
@@ -114,7 +115,7 @@ class Mailer:
             ticket_id=bundle.ticket.id,
             message_id=message.id,
             recipient_side=to_side,
-            mail_from=f"bounces@{self.domain}",
+            mail_from=f"{LEGACY_LOCAL_PART}@{self.domain}",
             rcpt_to=envelope.to_address,
             raw=raw,
             lifetime=timedelta(seconds=self.settings.delivery_lifetime),
