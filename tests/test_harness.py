@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 
-from relay.sink import free_port
 from tests.conftest import Database
 from tests.harness import live_relay
 
@@ -13,7 +12,7 @@ async def test_a_taken_port_is_retried_on_fresh_ports(database: Database) -> Non
     # What happens when another process takes the port free_port() picked before the relay
     # binds it: the relay says CannotListen, and the harness starts on fresh ports.
     taken = socket.socket()
-    taken.bind(("127.0.0.1", free_port()))
+    taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
     try:

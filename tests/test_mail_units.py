@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from email import message_from_bytes, policy
+from email.header import decode_header, make_header
+
 import pytest
 
 from relay.addresses import parse_single_sender, sender_allowed, split_rcpt
+from relay.compose import Envelope, Threading, build_email
 from relay.headers import header_text
 from relay.masking import mask_addresses
+from relay.rendering import RenderedEmail
 
 
 def test_mask_replaces_whole_addresses_only() -> None:
@@ -91,11 +96,6 @@ def test_header_text_drops_every_line_break(brk: str) -> None:
 def test_composed_headers_read_back_as_written(from_name: str, to_name: str, subject: str) -> None:
     """Our own header block: what a mail reader decodes is exactly the (cleaned) text we
     meant, every line stays within RFC 5322's 998 characters, and no value opens a header."""
-    from email import message_from_bytes, policy
-
-    from relay.compose import Envelope, Threading, build_email
-    from relay.rendering import RenderedEmail
-
     refs = tuple(f"<{i:032x}@relay.example>" for i in range(25))
     raw = build_email(
         Envelope(from_name, "t-0123456789ab@relay.example", "help@partner.example", to_name),
@@ -130,9 +130,6 @@ def _display_name(raw: bytes, header: str) -> str:
     """The display name as an RFC 2047 reader shows it. Python's address parser puts a
     space between adjacent encoded words, which RFC 2047 section 6.2 says to drop (and
     Python's own composer splits names the same way), so encoded names are decoded here."""
-    from email import message_from_bytes, policy
-    from email.header import decode_header, make_header
-
     value = str(message_from_bytes(raw, policy=policy.compat32)[header])
     if "=?" not in value:
         parsed = message_from_bytes(raw, policy=policy.default)[header]
