@@ -9,7 +9,8 @@ read from the database by all of them.
 
 At start-up, a child that dies before it is ready (a port taken, a bad setting) stops the
 whole relay: starting it again would fail the same way. Later, a child that dies is
-started again, every second until it is ready, while the others keep serving.
+started again until it is ready, after 1 s, then 2, 4 … at most 30 s between attempts,
+while the others keep serving; once it is ready the next death starts again at 1 s.
 SIGTERM/SIGINT stop every child and then the parent. A child whose parent disappears (its
 stdin closes) stops itself, so a killed supervisor leaves no relay behind.
 """
@@ -19,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 log = logging.getLogger(__name__)
 
 READY = "support-relay serving"
-RESTART_DELAY = 1.0
+RESTART_DELAY = 1.0  # before the first attempt to start a dead child again
+RESTART_DELAY_MAX = 30.0  # doubling after each failed attempt up to this
 
 
 class ChildFailed(RuntimeError):
@@ -102,7 +104,20 @@ async def supervise(
     return 0
 
 
-async def _keep_running(child: Child, stop: asyncio.Event) -> None:
+def restart_delays() -> Iterator[float]:
+    """Seconds to wait before each attempt to start a dead child again: 1, 2, 4 … 30, 30."""
+    delay = RESTART_DELAY
+    while True:
+        yield delay
+        delay = min(delay * 2, RESTART_DELAY_MAX)
+
+
+async def _keep_running(
+    child: Child,
+    stop: asyncio.Event,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Pass on the child's output; when it dies, start it again until it is ready."""
     while not stop.is_set():
         assert child.proc is not None
         await child.pass_output()
@@ -110,11 +125,23 @@ async def _keep_running(child: Child, stop: asyncio.Event) -> None:
         if stop.is_set():
             return
         log.error("relay process %d exited with %d; starting it again", child.number, code)
-        await asyncio.sleep(RESTART_DELAY)
-        try:
-            await child.start()
-        except ChildFailed as exc:
-            log.error("%s", exc)
+        delays = restart_delays()  # a new sequence for each death: being ready resets it
+        delay = next(delays)
+        while True:
+            await sleep(delay)
+            try:
+                await child.start()
+                break
+            except Exception as exc:  # whatever it is, the slot must not stay empty
+                delay = next(delays)
+                problem = str(exc) if isinstance(exc, ChildFailed) else repr(exc)
+                log.error(
+                    "relay process %d did not start again (%s); next attempt in %g s",
+                    child.number,
+                    problem,
+                    delay,
+                )
+                await child.stop()  # one that failed half-way must not keep running
 
 
 async def exit_when_parent_goes(stop: asyncio.Event) -> None:
