@@ -11,8 +11,9 @@ At start-up, a child that dies before it is ready (a port taken, a bad setting) 
 whole relay: starting it again would fail the same way. Later, a child that dies is
 started again until it is ready, after 1 s, then 2, 4 … at most 30 s between attempts,
 while the others keep serving; once it is ready the next death starts again at 1 s.
-SIGTERM/SIGINT stop every child and then the parent. A child whose parent disappears (its
-stdin closes) stops itself, so a killed supervisor leaves no relay behind.
+SIGTERM/SIGINT stop every child and then the parent, during start-up too. A child whose
+parent disappears (its stdin closes) stops itself, so a killed supervisor leaves no relay
+behind.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,18 @@ async def supervise(
 ) -> int:
     """Run `processes` children until `stop` is set; `ready` is called once all serve."""
     children = [Child(n, argv) for n in range(1, processes + 1)]
+    starting = asyncio.gather(*(child.start() for child in children))
+    stopping = asyncio.ensure_future(stop.wait())
+    racers: list[asyncio.Future[Any]] = [starting, stopping]
+    await asyncio.wait(racers, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():  # SIGTERM/SIGINT before every child was ready
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        await asyncio.gather(*(child.stop() for child in children))
+        return 0
     try:
-        await asyncio.gather(*(child.start() for child in children))
+        starting.result()
     except ChildFailed as exc:
         log.error("%s", exc)
         await asyncio.gather(*(child.stop() for child in children))

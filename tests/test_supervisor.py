@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,3 +107,31 @@ async def test_a_dead_child_is_retried_with_growing_delays_whatever_fails(
         "relay process 1 did not start again (OSError(24, 'Too many open files')); "
         "next attempt in 2 s",
     ]
+
+
+# A child that starts but never says it is ready: it notes its pid, then sleeps.
+NEVER_READY = (
+    "import os, sys, time; open(f'{sys.argv[1]}/{os.getpid()}', 'w').close(); time.sleep(60)"
+)
+
+
+async def test_a_stop_during_start_up_stops_the_children_at_once(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    ready: list[bool] = []
+    argv = [sys.executable, "-c", NEVER_READY, str(tmp_path)]
+    run = asyncio.create_task(supervisor.supervise(2, argv, stop, lambda: ready.append(True)))
+    try:
+        deadline = time.monotonic() + 10
+        while len(list(tmp_path.iterdir())) < 2:
+            assert time.monotonic() < deadline and not run.done()
+            await asyncio.sleep(0.02)
+        stop.set()  # as SIGTERM does
+        assert await asyncio.wait_for(run, 10) == 0
+        assert ready == []
+        for pid in (int(p.name) for p in tmp_path.iterdir()):
+            assert not Path(f"/proc/{pid}").exists(), f"relay process {pid} left running"
+    except BaseException:
+        for pid in (int(p.name) for p in tmp_path.iterdir()):  # leave no sleeper behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise
