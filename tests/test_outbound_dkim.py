@@ -105,12 +105,12 @@ def test_a_half_configured_or_unreadable_key_stops_the_relay_at_start(
     assert "RELAY_DKIM_SELECTOR and RELAY_DKIM_KEY_FILE" in capsys.readouterr().err
 
     monkeypatch.setenv("RELAY_DKIM_KEY_FILE", str(tmp_path / "missing.pem"))
-    assert main(["migrate"]) == 2
+    assert main(["serve"]) == 2
     assert "cannot read DKIM key file" in capsys.readouterr().err
 
     (tmp_path / "bad.pem").write_text("not a key")
     monkeypatch.setenv("RELAY_DKIM_KEY_FILE", str(tmp_path / "bad.pem"))
-    assert main(["migrate"]) == 2
+    assert main(["serve"]) == 2
     assert "DKIM key file" in capsys.readouterr().err
 
 
