@@ -158,7 +158,9 @@ async def _supervise(
     try:
         if not args.no_migrate:
             await relay.migrate()
-        await relay.prepare()  # creates the shared bounce secret before any child races for it
+        # Fails early, once, on a database the children could not use either (they would
+        # agree on the bounce secret by themselves: relay_secret settles that race).
+        await relay.prepare()
         banner = _serving(settings, roles, processes)
         if args.demo:
             banner = demo_banner(relay, await seed_demo(relay))
