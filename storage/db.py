@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import sqlite_driver
+
 SessionFactory = async_sessionmaker[AsyncSession]
 
 # Execution option marking the engine behind `make_read_sessions`.
@@ -41,7 +43,11 @@ def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
 
 def _sqlite_engine(url: str) -> AsyncEngine:
     _ensure_sqlite_dir(url)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    parsed = make_url(url)
+    if parsed.drivername == "sqlite+aiosqlite":
+        # The same driver, one thread hand-off per statement instead of four.
+        parsed = parsed.set(drivername=sqlite_driver.DRIVER_NAME)
+    engine = create_async_engine(parsed, connect_args={"timeout": 30})
     _WRITE_TURNS[engine.sync_engine] = asyncio.Lock()
 
     @event.listens_for(engine.sync_engine, "connect")
