@@ -25,6 +25,9 @@ from relay.rendering import RenderedEmail
 from storage.types import utcnow
 
 LOOP_HEADER = "X-Support-Relay-Loop"
+# References names at most the newest this many messages: a long conversation must not
+# make every reply read, or carry, all of it.
+MAX_REFERENCES = 20
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ def _header_block(
         headers.append(("In-Reply-To", threading.in_reply_to))
     if threading.references:
         # One id per line: twenty of them would pass 998 characters on one.
-        headers.append(("References", f"{_CRLF} ".join(threading.references[-20:])))
+        references = threading.references[-MAX_REFERENCES:]
+        headers.append(("References", f"{_CRLF} ".join(references)))
     # RFC 3834: everything the relay sends is machine-generated, so well-behaved responders
     # stay silent, and our loop marker lets us recognise our own mail if it comes back.
     headers.append(("Auto-Submitted", "auto-generated"))

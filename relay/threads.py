@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from relay.compose import Threading
+from relay.compose import MAX_REFERENCES, Threading
 from storage.models import Message
-from storage.tickets import FLEET, message_by_msgid, thread_ids
+from storage.tickets import FLEET, message_by_msgid, recent_msgids
 
 
 def msgid_for(message: Message, side: str) -> str | None:
@@ -31,11 +31,9 @@ async def threading_for(
     the message they point at is answered, else the latest one the reader saw. The
     other side's IDs never appear: each entry is named by the ID the reader knows.
     """
-    references: list[str] = []
-    for message_id, fleet_msgid, partner_msgid in await thread_ids(session, ticket_id):
-        known = fleet_msgid if reader == FLEET else partner_msgid
-        if message_id != exclude and known:
-            references.append(known)
+    references = await recent_msgids(
+        session, ticket_id, reader, exclude=exclude, limit=MAX_REFERENCES
+    )
     in_reply_to = None
     if author and cited:
         answered = await message_by_msgid(session, ticket_id, author, cited)

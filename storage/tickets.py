@@ -148,16 +148,21 @@ async def conversation(session: AsyncSession, ticket_id: int) -> list[Message]:
     return list((await session.exec(query)).all())
 
 
-async def thread_ids(
-    session: AsyncSession, ticket_id: int
-) -> list[tuple[int, str | None, str | None]]:
-    """(id, fleet_msgid, partner_msgid) of each message in order: threading needs no bodies."""
+async def recent_msgids(
+    session: AsyncSession, ticket_id: int, side: str, *, exclude: int | None, limit: int
+) -> list[str]:
+    """The Message-IDs `side` knows of the ticket's newest `limit` messages, oldest first:
+    one index range (ix_message_ticket_created) however long the conversation grew."""
+    column = col(Message.fleet_msgid) if side == FLEET else col(Message.partner_msgid)
     query = (
-        select(Message.id, Message.fleet_msgid, Message.partner_msgid)
-        .where(Message.ticket_id == ticket_id)
-        .order_by(col(Message.created_at), col(Message.id))
+        select(column)
+        .where(Message.ticket_id == ticket_id, column.is_not(None))
+        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+        .limit(limit)
     )
-    return [(int(i or 0), f, p) for i, f, p in (await session.exec(query)).all()]
+    if exclude is not None:
+        query = query.where(Message.id != exclude)
+    return [msgid for msgid in reversed((await session.exec(query)).all()) if msgid]
 
 
 async def ticket_attachments(session: AsyncSession, ticket_id: int) -> list[Attachment]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from tests.harness import FLEET_INBOX, PARTNER_INBOX, LiveRelay, reply_mail
+from tests.conftest import Database
+from tests.harness import FLEET_INBOX, PARTNER_INBOX, LiveRelay, live_relay, reply_mail
 
 FORBIDDEN_HEADERS = (
     "Received",
@@ -194,3 +195,23 @@ async def test_message_ids_that_are_not_rfc_5322_never_reach_an_outgoing_header(
     head = forwarded.raw.split(b"\r\n\r\n", 1)[0]
     assert head.isascii() and b"\x01" not in head
     assert "We will bring it tomorrow." in forwarded.message.get_body(("plain",)).get_content()
+
+
+async def test_a_long_conversation_threads_under_its_newest_messages(database: Database) -> None:
+    # 23 fleet replies on one ticket; the mail-loop guard must not hold them for this test.
+    async with live_relay(database.url, database.schema, loop_max_messages=100) as live:
+        acc, _, fleet_alias = await live.fleet_ticket()
+        for n in range(1, 24):
+            reply = reply_mail(FLEET_INBOX, fleet_alias, f"Update number {n} from dispatch.")
+            assert (await live.send(reply, fleet_alias)).startswith("2.0.0")
+        forwards = await live.sink.handler.wait_for(PARTNER_INBOX, count=23)
+        by_number = {}
+        for mail in forwards:
+            text = mail.message.get_body(preferencelist=("plain",)).get_content()
+            by_number[int(text.split("Update number ")[1].split()[0])] = mail.message
+        last = by_number[23]
+        # The partner's ids of the 20 messages before the last, oldest first; the ticket's
+        # opening message and replies 1 and 2 fall off the front.
+        expected = [by_number[n]["Message-ID"] for n in range(3, 23)]
+        assert last["References"].split() == expected
+        assert last["In-Reply-To"] == by_number[22]["Message-ID"]
