@@ -7,8 +7,8 @@ microseconds of SQLite work per statement, the hand-offs were most of a statemen
 0.35 ms → 0.16 ms per ORM query with one trip (measured with uvloop, 2 000 queries).
 
 The cursor here runs execute, fetch-all and close as one function in the driver's thread and
-keeps what it returns (description, rowcount, lastrowid, rows). Everything else is
-SQLAlchemy's dialect unchanged. `storage.db.make_engine` selects it for `sqlite+aiosqlite`
+keeps what it returns (description, rowcount, lastrowid, rows), and a rollback with no
+transaction open costs no trip. Everything else is SQLAlchemy's dialect unchanged. `storage.db.make_engine` selects it for `sqlite+aiosqlite`
 URLs; users still write that URL.
 """
 
@@ -116,6 +116,14 @@ class OneTripCursor:
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def rollback(self) -> None:
+        # The pool rolls back every connection it takes back, and a session rolls back as
+        # it closes: after a COMMIT neither has anything to undo. sqlite3 knows whether a
+        # transaction is open (sqlite3_get_autocommit), so only a real rollback costs a trip.
+        driver = self._connection._connection
+        if driver is not None and driver.in_transaction:
+            super().rollback()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

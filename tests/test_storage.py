@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
+import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import select
 
@@ -118,5 +121,49 @@ async def test_sqlite_writers_get_the_write_lock_in_the_order_they_asked(tmp_pat
                 row[0] for row in await conn.execute(text("SELECT writer FROM turn ORDER BY rowid"))
             ]
         assert order == list(range(9))
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counted where aiosqlite hands work to its thread: one per statement, none for a
+    rollback with nothing to undo (storage.sqlite_driver)."""
+    trips: list[str] = []
+    hand_off = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(args[1].split()[0] if len(args) > 1 else fn.__name__)
+        return await hand_off(self, fn, *args, **kwargs)
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'trips.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE note (body TEXT)"))
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        async with transaction(make_sessions(engine)) as session:
+            await (await session.connection()).execute(text("INSERT INTO note VALUES ('a'), ('b')"))
+            rows = (
+                await (await session.connection()).execute(
+                    text("SELECT body FROM note ORDER BY body")
+                )
+            ).all()
+        assert [r[0] for r in rows] == ["a", "b"]
+        assert trips == ["BEGIN", "INSERT", "SELECT", "commit"]
+        trips.clear()
+        async with make_read_sessions(engine)() as session:
+            assert (
+                await (await session.connection()).execute(text("SELECT count(*) FROM note"))
+            ).scalar() == 2
+        assert trips == ["BEGIN", "SELECT", "rollback"]  # the reader's own end, no pool reset
+        trips.clear()
+        with pytest.raises(RuntimeError):
+            async with transaction(make_sessions(engine)) as session:
+                await (await session.connection()).execute(text("INSERT INTO note VALUES ('c')"))
+                raise RuntimeError("abandon")
+        assert trips == ["BEGIN", "INSERT", "rollback"]
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM note"))).scalar() == 2
     finally:
         await engine.dispose()
