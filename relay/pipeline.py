@@ -35,19 +35,18 @@ from relay.dispositions import AUTOMATIC, FORWARDED, HELD, QUARANTINED
 from relay.errors import NotAuthenticated, SenderNotAllowed, UnknownAlias
 from relay.forwarding import forward_email
 from relay.lifecycle import CLOSED, OPEN, TicketClosedForReplies, may_reopen_by_mail
-from relay.outgoing import Mailer, TicketBundle, load_bundle
+from relay.outgoing import Mailer, TicketBundle
 from relay.parsing import ParsedMessage
 from relay.raw_view import masked_raw
 from relay.replies import S250_DISCARDED, S250_DUPLICATE, S250_OK
 from relay.screening import ScreeningLimits, screen
 from storage.db import SessionFactory, transaction
-from storage.inbound import cites_other_ticket, messages_since
+from storage.inbound import alias_traffic, cites_other_ticket
 from storage.models import Alias, Attachment, Message, Ticket
 from storage.tickets import (
     FLEET,
     PARTNER,
-    active_alias_and_ticket,
-    duplicate_exists,
+    addressed_ticket,
     other_side,
     record_event,
     store_blob,
@@ -120,6 +119,8 @@ class InboundContext:
     files: list[FilePart] = field(default_factory=list)
     done: bool = False
     duplicate: bool = False
+    # Messages this alias received within the loop window before this one.
+    recent_messages: int = 0
 
     @property
     def forwarding(self) -> bool:
@@ -224,11 +225,13 @@ class InboundPipeline:
         return contexts
 
     async def resolve(self, ctx: InboundContext) -> None:
-        found = await active_alias_and_ticket(ctx.session, ctx.local_part)
+        found = await addressed_ticket(ctx.session, ctx.local_part)
         if found is None:  # deactivated between RCPT and DATA
             raise UnknownAlias()
-        ctx.alias, ticket = found
-        ctx.bundle = await load_bundle(ctx.session, ticket)
+        ctx.alias = found.alias
+        ctx.bundle = TicketBundle(
+            found.ticket, found.trip, found.partner, found.fleet, found.aliases
+        )
 
     async def authorize(self, ctx: InboundContext) -> None:
         if not ctx.mail.parsed.from_header:
@@ -258,8 +261,12 @@ class InboundPipeline:
             basis = b"\0" + ctx.mail.raw
         ctx.dedup_key = hashlib.sha256(basis).hexdigest()
         assert ctx.alias is not None and ctx.alias.id is not None
-        if await duplicate_exists(ctx.session, ctx.alias.id, ctx.dedup_key):
-            ctx.duplicate = ctx.done = True
+        # The flood check's count comes with it: one statement instead of two.
+        since = utcnow() - self.policy.loop_window
+        ctx.duplicate, ctx.recent_messages = await alias_traffic(
+            ctx.session, ctx.alias.id, ctx.dedup_key, since
+        )
+        ctx.done = ctx.duplicate
 
     async def classify(self, ctx: InboundContext) -> None:
         """RFC 3834: an auto-reply is kept on the ticket, never forwarded or acted on."""
@@ -312,10 +319,8 @@ class InboundPipeline:
         responders that do not mark their mail automatic cannot ping-pong through us."""
         if not ctx.forwarding:
             return
-        assert ctx.alias is not None and ctx.alias.id is not None
-        since = utcnow() - self.policy.loop_window
         limit = self.policy.loop_max_messages
-        if await messages_since(ctx.session, ctx.alias.id, since) < limit:
+        if ctx.recent_messages < limit:  # counted by `deduplicate`
             return
         seconds = int(self.policy.loop_window.total_seconds())
         ctx.disposition = HELD

@@ -1,21 +1,29 @@
-"""Questions the inbound pipeline asks of stored mail: how busy an alias is, whose IDs are cited."""
+"""Questions the inbound pipeline asks of stored mail: seen before? how busy an alias is? whose
+IDs are cited?"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_
+from sqlalchemy import exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Message
 
 
-async def messages_since(session: AsyncSession, alias_id: int, since: datetime) -> int:
-    """How many messages arrived on this alias after `since` (ix_message_alias_created)."""
-    query = select(func.count()).where(Message.alias_id == alias_id, Message.created_at > since)
-    return int((await session.exec(query)).one())
+async def alias_traffic(
+    session: AsyncSession, alias_id: int, dedup_key: str, since: datetime
+) -> tuple[bool, int]:
+    """Whether this alias already holds a message with `dedup_key`, and how many messages
+    it received after `since`: one statement, two index lookups (the unique (alias_id,
+    dedup_key) index and ix_message_alias_created)."""
+    on_alias = col(Message.alias_id) == alias_id
+    duplicate = exists().where(on_alias, col(Message.dedup_key) == dedup_key)
+    recent = select(func.count()).where(on_alias, col(Message.created_at) > since)
+    row = (await session.exec(select(duplicate, recent.scalar_subquery()))).one()
+    return bool(row[0]), int(row[1])
 
 
 async def cites_other_ticket(session: AsyncSession, ticket_id: int, msgids: Sequence[str]) -> bool:

@@ -8,8 +8,8 @@ microseconds of SQLite work per statement, the hand-offs were most of a statemen
 
 The cursor here runs execute, fetch-all and close as one function in the driver's thread and
 keeps what it returns (description, rowcount, lastrowid, rows), and a rollback with no
-transaction open costs no trip. Everything else is SQLAlchemy's dialect unchanged. `storage.db.make_engine` selects it for `sqlite+aiosqlite`
-URLs; users still write that URL.
+transaction open costs no trip. Everything else is SQLAlchemy's dialect unchanged.
+`storage.db.make_engine` selects it for `sqlite+aiosqlite` URLs; users still write that URL.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ScalarSelect
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -66,19 +67,6 @@ async def active_alias(session: AsyncSession, local_part: str) -> Alias | None:
     return (await session.exec(query)).first()
 
 
-async def active_alias_and_ticket(
-    session: AsyncSession, local_part: str
-) -> tuple[Alias, Ticket] | None:
-    """An active alias with its ticket, in one query."""
-    query = (
-        select(Alias, Ticket)
-        .join(Ticket, col(Ticket.id) == col(Alias.ticket_id))
-        .where(Alias.local_part == local_part.lower(), col(Alias.active))
-    )
-    row = (await session.exec(query)).first()
-    return (row[0], row[1]) if row is not None else None
-
-
 async def ticket_parties(
     session: AsyncSession, ticket: Ticket
 ) -> tuple[Trip, Partner, Fleet, dict[str, Alias]]:
@@ -97,6 +85,41 @@ async def ticket_parties(
     trip, partner, fleet, _ = rows[0]
     aliases = {alias.side: alias for *_, alias in rows if alias is not None}
     return trip, partner, fleet, aliases
+
+
+@dataclass(frozen=True)
+class AddressedTicket:
+    """What mail to one alias needs: the alias, its ticket, and the ticket's parties."""
+
+    alias: Alias
+    ticket: Ticket
+    trip: Trip
+    partner: Partner
+    fleet: Fleet
+    aliases: dict[str, Alias]
+
+
+async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
+    """An active alias with its ticket, trip, partner, fleet and both aliases, in one query
+    (a row per alias of the ticket): inbound mail reads all of it before anything else."""
+    sibling = aliased(Alias)
+    query = (
+        select(Alias, Ticket, Trip, Partner)
+        .add_columns(Fleet, sibling)  # select() itself takes at most four
+        .join(Ticket, col(Ticket.id) == col(Alias.ticket_id))
+        .join(Trip, col(Trip.id) == col(Ticket.trip_id))
+        .join(Partner, col(Partner.id) == col(Ticket.partner_id))
+        .join(Fleet, col(Fleet.id) == col(Ticket.fleet_id))
+        .join(sibling, col(sibling.ticket_id) == col(Ticket.id))
+        .where(col(Alias.local_part) == local_part.lower(), col(Alias.active))
+    )
+    # sqlmodel types exec() for selects of up to four entities; the rows are as selected.
+    rows = (await session.exec(query)).all()  # type: ignore[call-overload]
+    if not rows:
+        return None
+    alias, ticket, trip, partner, fleet, _ = rows[0]
+    aliases = {row[5].side: row[5] for row in rows}
+    return AddressedTicket(alias, ticket, trip, partner, fleet, aliases)
 
 
 def partner_trip_ref() -> ScalarSelect[str]:
@@ -275,11 +298,6 @@ async def message_by_msgid(
         .order_by(col(Message.id).desc())
     )
     return (await session.exec(query)).first()
-
-
-async def duplicate_exists(session: AsyncSession, alias_id: int, dedup_key: str) -> bool:
-    query = select(Message.id).where(Message.alias_id == alias_id, Message.dedup_key == dedup_key)
-    return (await session.exec(query)).first() is not None
 
 
 def touch(session: AsyncSession, ticket: Ticket) -> None:
