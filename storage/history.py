@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, exists, func, or_
+from sqlalchemy import and_, case, exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -131,12 +131,13 @@ async def search_tickets(
 async def open_ticket_counts(
     session: AsyncSession, partner_id: int, trip_id: str
 ) -> tuple[int, int]:
-    """(open tickets of this partner on this trip, open tickets of this partner overall)."""
-    not_closed = col(Ticket.status) != "closed"
-    overall = select(func.count()).where(col(Ticket.partner_id) == partner_id, not_closed)
-    on_trip = overall.where(col(Ticket.trip_id) == trip_id)
-    trip_count = (await session.exec(on_trip)).one()
-    partner_count = (await session.exec(overall)).one()
+    """(open tickets of this partner on this trip, open tickets of this partner overall),
+    counted in one pass over the partner's open tickets (ix_ticket_partner_status_created)."""
+    on_trip = func.count(case((col(Ticket.trip_id) == trip_id, 1)))
+    query = select(on_trip, func.count()).where(
+        col(Ticket.partner_id) == partner_id, col(Ticket.status) != "closed"
+    )
+    trip_count, partner_count = (await session.exec(query)).one()
     return int(trip_count), int(partner_count)
 
 
