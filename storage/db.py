@@ -67,8 +67,10 @@ def _sqlite_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         if conn.get_execution_options().get(READ_ONLY):
-            # A reader needs no lock: in WAL it sees the last commit and never waits.
-            conn.exec_driver_sql("BEGIN")
+            # A reader needs no lock and no transaction: in WAL each statement sees the last
+            # commit and never waits. Without BEGIN (and so without a ROLLBACK at the end) a
+            # lookup is one trip to the driver thread instead of three. Statements of one
+            # read session may see different commits, as PostgreSQL's READ COMMITTED does.
             return
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and
         # then writes can fail with SQLITE_BUSY when another writer committed in between.
@@ -99,9 +101,10 @@ def make_sessions(engine: AsyncEngine) -> SessionFactory:
 
 
 def make_read_sessions(engine: AsyncEngine) -> SessionFactory:
-    """Sessions for code that only reads. On SQLite they begin a deferred transaction, so
-    lookups (an API key, an alias at RCPT, a history page) never queue behind writers for
-    the write lock; writing through one is a bug. On PostgreSQL they are plain sessions."""
+    """Sessions for code that only reads. On SQLite they begin no transaction (each
+    statement reads the last commit), so lookups (an API key, an alias at RCPT, a history
+    page) never queue behind writers for the write lock; writing through one is a bug. On
+    PostgreSQL they are plain sessions."""
     return async_sessionmaker(
         engine.execution_options(**{READ_ONLY: True}),
         class_=AsyncSession,
