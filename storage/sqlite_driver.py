@@ -29,8 +29,9 @@ from sqlalchemy.util.concurrency import await_
 
 DRIVER_NAME = "sqlite+relay_aiosqlite"
 
-# What one statement leaves behind: description, rowcount, lastrowid, rows.
-_Outcome = tuple[Any, int, int | None, list[Any]]
+# What one statement leaves behind: description, rowcount, lastrowid, rows, and whether a
+# transaction is open after it (read in the driver's thread, where it cannot be mid-change).
+_Outcome = tuple[Any, int, int | None, list[Any], bool]
 
 
 def _execute(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome:
@@ -39,7 +40,7 @@ def _execute(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outc
     try:
         cursor.execute(operation, parameters if parameters is not None else ())
         rows = cursor.fetchall() if cursor.description else []
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows, conn.in_transaction
     finally:
         cursor.close()
 
@@ -48,7 +49,7 @@ def _execute_many(conn: sqlite3.Connection, operation: str, parameters: Any) -> 
     cursor = conn.cursor()
     try:
         cursor.executemany(operation, parameters)
-        return cursor.description, cursor.rowcount, cursor.lastrowid, []
+        return cursor.description, cursor.rowcount, cursor.lastrowid, [], conn.in_transaction
     finally:
         cursor.close()
 
@@ -68,6 +69,9 @@ class OneTripCursor:
         self._rows: deque[Any] = deque()
 
     def _run(self, function: Any, operation: str, parameters: Any) -> None:
+        # Until the statement reports back (it may fail, or its caller be cancelled while it
+        # runs), a transaction may be open: the next rollback must then really happen.
+        self._adapt_connection._may_be_open = True
         try:
             # aiosqlite's own way of running a function in its thread (Connection._execute).
             outcome: _Outcome = await_(
@@ -75,8 +79,9 @@ class OneTripCursor:
             )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
-        self.description, self.rowcount, self.lastrowid, rows = outcome
+        self.description, self.rowcount, self.lastrowid, rows, is_open = outcome
         self._rows = deque(rows)
+        self._adapt_connection._may_be_open = is_open
 
     def execute(self, operation: str, parameters: Any = None) -> None:
         self._run(_execute, operation, parameters)
@@ -114,16 +119,25 @@ class OneTripCursor:
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("_may_be_open",)
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._may_be_open = False
+
+    def commit(self) -> None:
+        super().commit()
+        self._may_be_open = False
 
     def rollback(self) -> None:
         # The pool rolls back every connection it takes back, and a session rolls back as
-        # it closes: after a COMMIT neither has anything to undo. sqlite3 knows whether a
-        # transaction is open (sqlite3_get_autocommit), so only a real rollback costs a trip.
-        driver = self._connection._connection
-        if driver is not None and driver.in_transaction:
+        # it closes: after a COMMIT, or after a reader's lone SELECT, neither has anything
+        # to undo. Each statement reports whether it left a transaction open, so only a
+        # real rollback costs a trip.
+        if self._may_be_open:
             super().rollback()
+            self._may_be_open = False
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

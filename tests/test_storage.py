@@ -9,6 +9,7 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import select
 
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
@@ -163,6 +164,13 @@ async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
                 await (await session.connection()).execute(text("INSERT INTO note VALUES ('c')"))
                 raise RuntimeError("abandon")
         assert trips == ["BEGIN", "INSERT", "rollback"]
+        trips.clear()
+        # A statement that did not report back may have left a transaction open: the
+        # rollback then takes its trip, whatever the driver's flag said before.
+        with pytest.raises(OperationalError):
+            async with make_read_sessions(engine)() as session:
+                await (await session.connection()).execute(text("SELECT nothing FROM nowhere"))
+        assert trips == ["SELECT", "rollback"]
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM note"))).scalar() == 2
     finally:
