@@ -33,6 +33,7 @@ _QUOTABLE = re.compile(r"[ !#-\[\]-~]*\Z")  # printable ASCII but '"' and "\\"
 # RFC 2231 attribute-char: what may stand unescaped in an extended parameter value.
 _ATTRIBUTE_SAFE = "!#$&+-.^_`|~"
 _SEGMENT = 60  # characters of an encoded file name per line (continuations)
+_QP_LINE = 76
 
 
 def mime_body(text: str, html: str, files: Sequence[FilePart] = ()) -> bytes:
@@ -41,7 +42,8 @@ def mime_body(text: str, html: str, files: Sequence[FilePart] = ()) -> bytes:
     attached = [f for f in files if not f.content_id]
     html_entity = _text("html", html)
     if inline:
-        html_entity = _multipart("related", [html_entity, *map(_inline, inline)])
+        related = [html_entity, *map(_inline, inline)]
+        html_entity = _multipart("related", related, 'type="text/html"')
     entity = _multipart("alternative", [_text("plain", text), html_entity])
     if attached:
         entity = _multipart("mixed", [entity, *map(_attachment, attached)])
@@ -54,24 +56,40 @@ def _entity(headers: Sequence[str], body: bytes) -> bytes:
 
 def _text(subtype: str, content: str) -> bytes:
     lines = content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    # Quoted-printable, lines of at most 76, trailing spaces encoded; then CRLF line ends.
+    # Quoted-printable, trailing spaces encoded; then CRLF line ends.
     encoded = binascii.b2a_qp(lines, quotetabs=False, istext=True, header=False)
-    if not encoded.endswith(b"\n"):
-        encoded += b"\n"
+    body = b"".join(line + CRLF for line in _qp_lines(encoded.split(b"\n")))
     return _entity(
         [
             f'Content-Type: text/{subtype}; charset="utf-8"',
             "Content-Transfer-Encoding: quoted-printable",
         ],
-        encoded.replace(b"\n", CRLF),
+        body,
     )
 
 
-def _multipart(subtype: str, parts: Sequence[bytes]) -> bytes:
+def _qp_lines(lines: Sequence[bytes]) -> list[bytes]:
+    """Lines of at most 76 characters (RFC 2045 6.7). b2a_qp keeps to that except where it
+    encodes a trailing space or tab at the limit ("=20" after 75 characters): such a line
+    gets one more soft break, never inside an "=XX" escape."""
+    out: list[bytes] = []
+    for line in lines[:-1] if lines and lines[-1] == b"" else lines:
+        while len(line) > _QP_LINE:
+            cut = _QP_LINE - 1  # room for the "=" of the soft break
+            while b"=" in line[cut - 2 : cut]:
+                cut -= 1
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return out
+
+
+def _multipart(subtype: str, parts: Sequence[bytes], parameter: str = "") -> bytes:
     boundary = _boundary(parts)
     delimiter = b"--" + boundary.encode("ascii")
     body = b"".join(delimiter + CRLF + part + CRLF for part in parts) + delimiter + b"--" + CRLF
-    return _entity([f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"'], body)
+    extra = f";\r\n {parameter}" if parameter else ""  # RFC 2387: related names its root's type
+    return _entity([f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"{extra}'], body)
 
 
 def _boundary(parts: Sequence[bytes]) -> str:
@@ -97,20 +115,22 @@ def _media_type(content_type: str) -> str:
 
 
 def _filename(name: str) -> str:
-    """The `filename` parameter: quoted when it is printable ASCII, else RFC 2231 UTF-8,
-    split into numbered continuations so no line runs long."""
+    """The `filename` parameter: quoted when it is short printable ASCII, else RFC 2231
+    UTF-8, in numbered continuations when long, each holding whole characters (readers
+    that decode section by section get no broken ones)."""
     name = header_text(name, 200) or "attachment"
-    if _QUOTABLE.match(name) and len(name) <= _SEGMENT:
+    # "=?" would be decoded as an encoded word by many readers, though quoted.
+    if _QUOTABLE.match(name) and "=?" not in name and len(name) <= _SEGMENT:
         return f'filename="{name}"'
-    encoded = "utf-8''" + quote(name, safe=_ATTRIBUTE_SAFE)
-    segments: list[str] = []
-    while encoded:
-        cut = _SEGMENT
-        # Never split a %XX escape.
-        while cut < len(encoded) and "%" in encoded[cut - 2 : cut]:
-            cut -= 1
-        segments.append(encoded[:cut])
-        encoded = encoded[cut:]
+    segments = [""]
+    for char in name:
+        encoded = quote(char, safe=_ATTRIBUTE_SAFE)
+        if len(segments[-1]) + len(encoded) > _SEGMENT:
+            segments.append("")
+        segments[-1] += encoded
+    if len(segments) == 1:
+        return f"filename*=utf-8''{segments[0]}"
+    segments[0] = f"utf-8''{segments[0]}"
     return ";\r\n ".join(f"filename*{i}*={segment}" for i, segment in enumerate(segments))
 
 
@@ -134,7 +154,7 @@ def _attachment(part: FilePart) -> bytes:
     disposition = f"Content-Disposition: attachment;\r\n {_filename(part.filename)}"
     if media_type == "message/rfc822":
         inner = _as_message(part.data)
-        if inner is not None:
+        if inner is not None and _fits_8bit(inner):
             # RFC 2046 5.2.1: an attached email is never base64; it travels as a message.
             cte = "7bit" if inner.isascii() else "8bit"
             if not inner.endswith(CRLF):
@@ -150,6 +170,12 @@ def _attachment(part: FilePart) -> bytes:
         [f"Content-Type: {media_type}", "Content-Transfer-Encoding: base64", disposition],
         _base64(part.data),
     )
+
+
+def _fits_8bit(data: bytes) -> bool:
+    """Whether `data` may travel as 7bit/8bit (RFC 2045 2.7-2.8): no NUL, no line over 998
+    octets. An attached email that does not is sent as base64 bytes instead."""
+    return b"\0" not in data and all(len(line) <= 998 for line in data.split(CRLF))
 
 
 def _as_message(data: bytes) -> bytes | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from urllib.parse import unquote_to_bytes
 
 import pytest
 
@@ -43,6 +45,7 @@ def assert_wire_clean(body: bytes) -> None:
         "trailing spaces   \nand tabs\t\nend",
         "a=b =3D ==\n.\nFrom the depot\n" + "x" * 300,
         "windows\r\nline\rends\r\n",
+        "a" * 75 + " \nb" * 3 + "c" * 74 + "  \n" + "d" * 75 + "\t\n" + "e" * 73 + "=\n",
         "",
     ],
 )
@@ -59,8 +62,12 @@ def test_text_and_html_read_back_exactly(text: str) -> None:
     assert lines(plain.get_content()) == normal.rstrip("\n")
     assert rich.get_content_type() == "text/html"
     assert lines(rich.get_content()) == html.replace("\r\n", "\n").replace("\r", "\n")
-    # Quoted-printable keeps text lines within 76; headers stay within RFC 5322's 78.
-    assert all(len(line) <= 78 for line in body.split(b"\r\n"))
+    # RFC 2045 6.7: quoted-printable lines of at most 76; headers within RFC 5322's 78.
+    head_end = body.index(b"quoted-printable\r\n\r\n")
+    assert all(len(line) <= 78 for line in body[:head_end].split(b"\r\n"))
+    for part in body.split(b"quoted-printable\r\n\r\n")[1:]:
+        text_lines = part.split(b"\r\n--")[0].split(b"\r\n")
+        assert all(len(line) <= 76 for line in text_lines), max(text_lines, key=len)
 
 
 def test_files_take_their_places_in_the_tree() -> None:
@@ -98,6 +105,8 @@ def test_files_take_their_places_in_the_tree() -> None:
         "東京駅" * 60 + ".pdf",
         "a" * 150 + ".txt",
         "100% sure; name*=x'y'z.txt",
+        "=?utf-8?b?ZXZpbA==?=.pdf",
+        "ä" * 100 + ".txt",
         "line\r\nContent-Type: text/html\r\n\r\n<script>.txt",
     ],
 )
@@ -140,3 +149,32 @@ def test_an_attached_email_travels_as_a_message() -> None:
 def test_a_content_id_that_could_break_the_header_is_refused() -> None:
     with pytest.raises(ValueError):
         mime_body("t", "h", [FilePart("i.png", "image/png", PNG, content_id="a>\r\nBcc: x")])
+
+
+def test_encoded_file_names_split_between_characters() -> None:
+    """Each RFC 2231 section decodes alone (some readers do that); short names use the
+    single-section form; a typed encoded word is never sent where a reader decodes it."""
+    body = mime_body("t", "h", [FilePart("ä" * 100 + ".txt", "text/plain", b"x")])
+    sections = re.findall(rb"filename\*\d+\*=([^;\r]+)", body)
+    assert len(sections) > 1
+    for section in sections:
+        unquote_to_bytes(section.decode().removeprefix("utf-8''")).decode("utf-8")  # whole
+    short = mime_body("t", "h", [FilePart("Köln.pdf", "text/plain", b"x")])
+    assert b"filename*=utf-8''K%C3%B6ln.pdf" in short
+    typed = mime_body("t", "h", [FilePart("=?utf-8?b?ZXZpbA==?=.pdf", "text/plain", b"x")])
+    assert b'filename="=?' not in typed
+
+
+def test_related_names_its_root_type() -> None:
+    body = mime_body("t", "<img>", [FilePart("i.png", "image/png", PNG, content_id="i@r.example")])
+    [related] = [p for p in read(body).walk() if p.get_content_type() == "multipart/related"]
+    assert related.get_param("type") == "text/html"  # RFC 2387 3.1
+
+
+def test_an_attached_email_too_long_for_8bit_travels_as_bytes() -> None:
+    inner = b"From: a@example.org\nSubject: Fw\n\n" + b"x" * 2000 + b"\n"
+    body = mime_body("t", "h", [FilePart("fw.eml", "message/rfc822", inner)])
+    assert_wire_clean(body)
+    [attachment] = read(body).iter_attachments()
+    assert attachment.get_content_type() == "application/octet-stream"
+    assert b"x" * 2000 in attachment.get_content()
