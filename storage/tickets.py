@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ScalarSelect, insert
+from sqlalchemy import ScalarSelect, bindparam, insert
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -100,11 +100,9 @@ class AddressedTicket:
     aliases: dict[str, Alias]
 
 
-async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
-    """An active alias with its ticket, trip, partner, fleet and both aliases, in one query
-    (a row per alias of the ticket): inbound mail reads all of it before anything else."""
+def _addressed_ticket_query() -> Any:
     sibling = aliased(Alias)
-    query = (
+    return (
         select(Alias, Ticket, Trip, Partner)
         .add_columns(Fleet, sibling)  # select() itself takes at most four
         .join(Ticket, col(Ticket.id) == col(Alias.ticket_id))
@@ -112,10 +110,20 @@ async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedT
         .join(Partner, col(Partner.id) == col(Ticket.partner_id))
         .join(Fleet, col(Fleet.id) == col(Ticket.fleet_id))
         .join(sibling, col(sibling.ticket_id) == col(Ticket.id))
-        .where(col(Alias.local_part) == local_part.lower(), col(Alias.active))
+        .where(col(Alias.local_part) == bindparam("local_part"), col(Alias.active))
     )
-    # sqlmodel types exec() for selects of up to four entities; the rows are as selected.
-    rows = (await session.exec(query)).all()  # type: ignore[call-overload]
+
+
+# Built once: constructing this six-entity join took 6 % of a reply's CPU in the profile
+# (the statement cache only spares the compile, not the building).
+_ADDRESSED_TICKET = _addressed_ticket_query()
+
+
+async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
+    """An active alias with its ticket, trip, partner, fleet and both aliases, in one query
+    (a row per alias of the ticket): inbound mail reads all of it before anything else."""
+    result = await session.exec(_ADDRESSED_TICKET, params={"local_part": local_part.lower()})
+    rows = result.all()
     if not rows:
         return None
     alias, ticket, trip, partner, fleet, _ = rows[0]
