@@ -5,12 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import exists, func, or_
+from sqlalchemy import bindparam, exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import Message
+
+
+def _alias_traffic_query() -> Any:
+    on_alias = col(Message.alias_id) == bindparam("alias_id")
+    duplicate = exists().where(on_alias, col(Message.dedup_key) == bindparam("dedup_key"))
+    recent = select(func.count()).where(on_alias, col(Message.created_at) > bindparam("since"))
+    return select(duplicate, recent.scalar_subquery())
+
+
+# Built once (it runs for every message): the statement cache spares only the compile.
+_ALIAS_TRAFFIC = _alias_traffic_query()
 
 
 async def alias_traffic(
@@ -19,10 +31,8 @@ async def alias_traffic(
     """Whether this alias already holds a message with `dedup_key`, and how many messages
     it received after `since`: one statement, two index lookups (the unique (alias_id,
     dedup_key) index and ix_message_alias_created)."""
-    on_alias = col(Message.alias_id) == alias_id
-    duplicate = exists().where(on_alias, col(Message.dedup_key) == dedup_key)
-    recent = select(func.count()).where(on_alias, col(Message.created_at) > since)
-    row = (await session.exec(select(duplicate, recent.scalar_subquery()))).one()
+    params = {"alias_id": alias_id, "dedup_key": dedup_key, "since": since}
+    row = (await session.exec(_ALIAS_TRAFFIC, params=params)).one()
     return bool(row[0]), int(row[1])
 
 
