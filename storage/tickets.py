@@ -58,11 +58,6 @@ async def add_aliases(session: AsyncSession, ticket_id: int) -> None:
     await (await session.connection()).execute(insert(Alias), values)
 
 
-async def aliases_of(session: AsyncSession, ticket_id: int) -> dict[str, Alias]:
-    rows = (await session.exec(select(Alias).where(Alias.ticket_id == ticket_id))).all()
-    return {alias.side: alias for alias in rows}
-
-
 # Statements run for every message are built once, with bound parameters: SQLAlchemy's
 # cache spares their compile, not their building (measured with bench/instructions.py).
 _ACTIVE_ALIAS = select(Alias).where(
