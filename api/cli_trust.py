@@ -11,8 +11,7 @@ from typing import Any
 
 from api.schemas import SuppressionPublic
 from relay.config import Settings
-from relay.dkim_signing import dns_txt_record, generate_rsa_key
-from relay.domain_names import is_hostname
+from relay.dkim_signing import dns_txt_record, generate_rsa_key, is_selector
 from relay.runtime import Relay
 from storage import bounces
 from storage.db import transaction
@@ -43,7 +42,7 @@ def generate_dkim_key(settings: Settings, args: argparse.Namespace) -> int:
     print what to publish and what to configure."""
     selector = args.selector.strip().lower()
     # The rule DkimSigner applies at start: a key it would refuse is never written.
-    if not is_hostname(selector) or selector.endswith("."):
+    if not is_selector(selector):
         print(
             "error: the selector must be DNS labels of letters, digits and '-' "
             f"joined by '.', got {args.selector!r}",

@@ -36,11 +36,17 @@ SIGNED_HEADERS: tuple[str, ...] = (
 _LINE_ENDING = re.compile(rb"\r?\n")
 
 
+def is_selector(value: str) -> bool:
+    """A DKIM selector the relay signs with: DNS labels of letters, digits and '-' joined
+    by '.', without a final dot (it stands before "._domainkey.")."""
+    return is_hostname(value) and not value.endswith(".")
+
+
 class DkimSigner:
     """Signs with rsa-sha256, relaxed/relaxed, as `selector._domainkey.domain`."""
 
     def __init__(self, selector: str, domain: str, private_key_pem: bytes) -> None:
-        if not is_hostname(selector) or selector.endswith("."):
+        if not is_selector(selector):
             raise ValueError(f"DKIM selector must be a DNS label sequence, got {selector!r}")
         if not is_hostname(domain):
             raise ValueError(f"DKIM domain must be a host name, got {domain!r}")
@@ -112,8 +118,8 @@ def dkim_txt_value(public_key_b64: str) -> str:
 
 def dns_txt_record(selector: str, domain: str, public_key_b64: str) -> str:
     """The zone-file line, the value cut into quoted strings of at most 255 characters."""
-    if not is_hostname(selector) or not is_hostname(domain):
-        raise ValueError("selector and domain must be host names")
+    if not is_selector(selector) or not is_hostname(domain):
+        raise ValueError("the selector must be DNS labels and the domain a host name")
     value = dkim_txt_value(public_key_b64)
     chunks = [value[i : i + TXT_STRING_MAX] for i in range(0, len(value), TXT_STRING_MAX)]
     quoted = " ".join(f'"{chunk}"' for chunk in chunks)
