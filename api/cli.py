@@ -17,14 +17,12 @@ from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
 from api.server import CannotListen, running, stop_on_signal, wait_for_stop_signal
 from api.supervisor import child_argv, exit_when_parent_goes, supervise
-from relay.config import Role, Settings
+from relay.config import MAX_PROCESSES, Role, Settings
 from relay.dkim_signing import load_signer
 from relay.runtime import Relay
 from storage import accounts
 from storage.db import transaction
 from storage.models import Partner
-
-MAX_PROCESSES = 64  # as RELAY_PROCESSES allows (relay.config)
 
 
 def _process_count(value: str) -> int:

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["api", "smtp", "worker"]
 AuthPolicy = Literal["record", "quarantine", "reject"]
+# Relay processes one `serve` may run (RELAY_PROCESSES and --processes alike).
+MAX_PROCESSES = 64
 
 
 class SMTPOutbound(BaseModel):
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
     )
     # Relay processes sharing the HTTP and SMTP ports (SO_REUSEPORT): one per core uses
     # every core; each runs every role. 1 = one process, no supervisor.
-    processes: int = Field(default=1, ge=1, le=64)
+    processes: int = Field(default=1, ge=1, le=MAX_PROCESSES)
 
     # What the relay calls itself in display names and the SMTP banner.
     brand: str = "support"
