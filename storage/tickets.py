@@ -70,24 +70,46 @@ async def active_alias(session: AsyncSession, local_part: str) -> Alias | None:
     return (await session.exec(_ACTIVE_ALIAS, params=params)).first()
 
 
+def _with_parties() -> Any:
+    """A ticket with its trip, partner, fleet and each of its aliases: a row per alias."""
+    each_alias = aliased(Alias)
+    return (
+        select(Ticket, Trip, Partner, Fleet)
+        .add_columns(each_alias)  # select() itself takes at most four
+        .join(Trip, col(Trip.id) == col(Ticket.trip_id))
+        .join(Partner, col(Partner.id) == col(Ticket.partner_id))
+        .join(Fleet, col(Fleet.id) == col(Ticket.fleet_id))
+        .outerjoin(each_alias, col(each_alias.ticket_id) == col(Ticket.id))
+    )
+
+
+# Built once, with bound parameters: every message and every new ticket runs one of them,
+# and SQLAlchemy's statement cache spares the compile, not the building (building this
+# join was 6 % of a reply's CPU in the profile).
+_TICKET_PARTIES = _with_parties().where(col(Ticket.id) == bindparam("ticket_id"))
+_ADDRESSED_TICKET = (
+    _with_parties()
+    .add_columns(Alias)
+    .join(Alias, col(Alias.ticket_id) == col(Ticket.id))
+    .where(col(Alias.local_part) == bindparam("local_part"), col(Alias.active))
+)
+
+
+def _parties(rows: Sequence[Any]) -> tuple[Trip, Partner, Fleet, dict[str, Alias]]:
+    _, trip, partner, fleet, _ = rows[0][:5]
+    aliases = {row[4].side: row[4] for row in rows if row[4] is not None}
+    return trip, partner, fleet, aliases
+
+
 async def ticket_parties(
     session: AsyncSession, ticket: Ticket
 ) -> tuple[Trip, Partner, Fleet, dict[str, Alias]]:
-    """A ticket's trip, partner, fleet and aliases in one query (a row per alias): each
-    round trip to the database costs more than the rows it returns."""
-    query = (
-        select(Trip, Partner, Fleet, Alias)
-        .select_from(Trip)
-        .join(Partner, col(Partner.id) == ticket.partner_id)
-        .join(Fleet, col(Fleet.id) == ticket.fleet_id)
-        .outerjoin(Alias, col(Alias.ticket_id) == ticket.id)
-        .where(col(Trip.id) == ticket.trip_id)
-    )
-    rows = (await session.exec(query)).all()
+    """A ticket's trip, partner, fleet and aliases in one query: each round trip to the
+    database costs more than the rows it returns."""
+    result = await session.exec(_TICKET_PARTIES, params={"ticket_id": ticket.id})
+    rows = result.all()
     assert rows, f"ticket {ticket.id} lost its trip, partner or fleet"
-    trip, partner, fleet, _ = rows[0]
-    aliases = {alias.side: alias for *_, alias in rows if alias is not None}
-    return trip, partner, fleet, aliases
+    return _parties(rows)
 
 
 @dataclass(frozen=True)
@@ -102,35 +124,14 @@ class AddressedTicket:
     aliases: dict[str, Alias]
 
 
-def _addressed_ticket_query() -> Any:
-    sibling = aliased(Alias)
-    return (
-        select(Alias, Ticket, Trip, Partner)
-        .add_columns(Fleet, sibling)  # select() itself takes at most four
-        .join(Ticket, col(Ticket.id) == col(Alias.ticket_id))
-        .join(Trip, col(Trip.id) == col(Ticket.trip_id))
-        .join(Partner, col(Partner.id) == col(Ticket.partner_id))
-        .join(Fleet, col(Fleet.id) == col(Ticket.fleet_id))
-        .join(sibling, col(sibling.ticket_id) == col(Ticket.id))
-        .where(col(Alias.local_part) == bindparam("local_part"), col(Alias.active))
-    )
-
-
-# Built once: constructing this six-entity join took 6 % of a reply's CPU in the profile
-# (the statement cache only spares the compile, not the building).
-_ADDRESSED_TICKET = _addressed_ticket_query()
-
-
 async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
-    """An active alias with its ticket, trip, partner, fleet and both aliases, in one query
-    (a row per alias of the ticket): inbound mail reads all of it before anything else."""
+    """An active alias with its ticket, trip, partner, fleet and both aliases, in one query:
+    inbound mail reads all of it before anything else."""
     result = await session.exec(_ADDRESSED_TICKET, params={"local_part": local_part.lower()})
     rows = result.all()
     if not rows:
         return None
-    alias, ticket, trip, partner, fleet, _ = rows[0]
-    aliases = {row[5].side: row[5] for row in rows}
-    return AddressedTicket(alias, ticket, trip, partner, fleet, aliases)
+    return AddressedTicket(rows[0][5], rows[0][0], *_parties(rows))
 
 
 def partner_trip_ref() -> ScalarSelect[str]:
