@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime, formataddr
 
-from relay.headers import header_text
+from relay.headers import header_text, whole_character_runs
 from relay.mime_body import mime_body
 from relay.rendering import RenderedEmail
 from storage.types import utcnow
@@ -72,16 +72,10 @@ def _encoded_words(text: str) -> str:
     """RFC 2047 encoded words (UTF-8, base64), each within the 75 characters allowed and
     split only between characters, one per folded line. Spaces travel inside the words:
     readers drop the whitespace between two encoded words."""
-    words: list[bytes] = []
-    chunk = b""
-    for char in text:
-        encoded = char.encode()
-        if len(chunk) + len(encoded) > 45:  # 45 bytes -> 60 base64 characters + 12 framing
-            words.append(chunk)
-            chunk = b""
-        chunk += encoded
-    words.append(chunk)
-    return f"{_CRLF} ".join(f"=?utf-8?b?{b64encode(word).decode()}?=" for word in words)
+    # 45 bytes -> 60 base64 characters, + 12 of framing: within 75.
+    runs = whole_character_runs(text, lambda char: len(char.encode()), 45)
+    words = (b64encode(run.encode()).decode() for run in runs)
+    return f"{_CRLF} ".join(f"=?utf-8?b?{word}?=" for word in words)
 
 
 def _mailbox(name: str, addr: str) -> str:

@@ -21,7 +21,7 @@ from email import message_from_bytes, policy
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from relay.headers import header_text
+from relay.headers import header_text, whole_character_runs
 
 if TYPE_CHECKING:
     from relay.compose import FilePart
@@ -122,16 +122,16 @@ def _filename(name: str) -> str:
     # "=?" would be decoded as an encoded word by many readers, though quoted.
     if _QUOTABLE.match(name) and "=?" not in name and len(name) <= _SEGMENT:
         return f'filename="{name}"'
-    segments = [""]
-    for char in name:
-        encoded = quote(char, safe=_ATTRIBUTE_SAFE)
-        if len(segments[-1]) + len(encoded) > _SEGMENT:
-            segments.append("")
-        segments[-1] += encoded
+    runs = whole_character_runs(name, lambda char: len(_encoded(char)), _SEGMENT)
+    segments = [_encoded(run) for run in runs]
     if len(segments) == 1:
         return f"filename*=utf-8''{segments[0]}"
     segments[0] = f"utf-8''{segments[0]}"
     return ";\r\n ".join(f"filename*{i}*={segment}" for i, segment in enumerate(segments))
+
+
+def _encoded(text: str) -> str:
+    return quote(text, safe=_ATTRIBUTE_SAFE)
 
 
 def _inline(part: FilePart) -> bytes:
