@@ -5,7 +5,7 @@
     .venv/bin/python bench/api_load.py --quick            # a minute, for development
       [--concurrency 16,64] [--duration 20] [--databases sqlite,postgresql]
       [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres] [--skip-create]
-      [--skip-history]
+      [--skip-history] [--py-spy FILE] [--processes N]
 
 The load generator is `wrk` (`apt-get install -y wrk`): C, one thread, closed loop, each
 connection sending its next request when the last one is answered; it reports p50/p99 of

@@ -5,6 +5,7 @@
     .venv/bin/python bench/throughput.py --quick               # a minute, for development
       [--sizes 2048,102400] [--connections 1,20] [--databases sqlite,postgresql]
       [--pg-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres] [--py-spy FILE]
+      [--processes N]
 
 Needs Postfix's tools (`smtp-source`, `postfix`):
 `DEBIAN_FRONTEND=noninteractive apt-get install -y postfix`, then `postfix stop` if the
