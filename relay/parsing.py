@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
+from email.policy import EmailPolicy
+from typing import Any
 
 from relay.automatic import AUTOMATIC_HEADERS
 from relay.compose import LOOP_HEADER, FilePart
@@ -54,6 +56,32 @@ class ParsedMessage:
     # Every address in To and Cc, as well as the lenient parser can read them.
     recipients: list[str] = field(default_factory=list)
     body_digest: str = ""
+
+
+class _ParseOncePolicy(EmailPolicy):
+    """policy.default, except that each header field of one message is parsed once.
+
+    EmailMessage parses a field again on every access: reading one reply asked for its
+    Content-Type six times (finding the bodies, walking the parts for files), and header
+    parsing was most of the time the whole parse took. Parsed header objects are read-only
+    (a str, with tuples and a read-only mapping for the parts), so handing out the same one
+    again changes nothing. One instance per message: the cache ends with it.
+    """
+
+    _parsed: dict[tuple[str, str], Any]
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        key = (name, value)
+        found = self._parsed.get(key)
+        if found is None:
+            found = self._parsed[key] = super().header_fetch_parse(name, value)
+        return found
+
+
+def _parse_once_policy() -> _ParseOncePolicy:
+    reading = _ParseOncePolicy(header_factory=policy.default.header_factory)
+    object.__setattr__(reading, "_parsed", {})  # policies refuse attribute assignment
+    return reading
 
 
 def _header(msg: Message, name: str) -> str | None:
@@ -188,7 +216,7 @@ def _from_name(msg: EmailMessage) -> str:
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
-    msg = message_from_bytes(raw, policy=policy.default)
+    msg = message_from_bytes(raw, policy=_parse_once_policy())
     assert isinstance(msg, EmailMessage)
     plain = _body_part(msg, "plain")
     html_part = _body_part(msg, "html")
