@@ -68,7 +68,7 @@ class BounceIntake:
             detail["status"] = report.status
         if report.kind == DELAYED:
             session.add(item)
-            record_event(session, item.ticket_id, "delivery.delayed", "relay", **detail)
+            await record_event(session, item.ticket_id, "delivery.delayed", "relay", **detail)
             return
         item.status = outbox.BOUNCED
         # The remote server's words stay with the operator: they often name the recipient's
@@ -85,5 +85,5 @@ class BounceIntake:
                 outbox_id=item.id,
             )
             detail["suppressed"] = True
-        record_event(session, item.ticket_id, "delivery.bounced", "relay", **detail)
+        await record_event(session, item.ticket_id, "delivery.bounced", "relay", **detail)
         log.info("outbox item %s bounced (%s, %s)", item.id, report.kind, report.status)

@@ -17,8 +17,8 @@ from relay.transport import Transport
 from storage import outbox
 from storage.bounces import suppressions_for
 from storage.db import SessionFactory, transaction
-from storage.models import OutboxItem
-from storage.tickets import record_event
+from storage.models import OutboxItem, TicketEvent
+from storage.rows import insert_rows
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -152,28 +152,39 @@ class DeliveryWorker:
         """Every outcome of a batch in one transaction (one commit, one fsync, not one per
         message). Should the process die before it commits, the batch's rows stay leased
         and are sent again when the lease runs out: at least once, never lost."""
+        settlements: list[outbox.Settlement] = []
+        events: list[dict[str, object]] = []
         async with transaction(self.sessions) as session:
-            rows = await outbox.load(session, [_id(o.item) for o in outcomes])
+            now = await outbox.states(session, [_id(o.item) for o in outcomes])
             for outcome in outcomes:
                 item = outcome.item
-                error = _masked(item, outcome.error) if outcome.error else None
-                retry_at = outcome.retry_at
-                status = outcome.status
-                row = rows[_id(item)]
-                if row.status == outbox.BOUNCED and status == outbox.SENT:
+                status, last_error = now[_id(item)]
+                if status == outbox.BOUNCED and outcome.status == outbox.SENT:
                     # The report outran us: it came back, and was filed with its diagnostic
                     # and event, before this round recorded the smarthost's 250. The bounce
                     # is the later truth; only the lease is let go.
-                    outbox.mark(session, row, status=outbox.BOUNCED, error=row.last_error)
+                    settlements.append(outbox.Settlement(_id(item), outbox.BOUNCED, last_error))
                     continue
-                outbox.mark(session, row, status=status, error=error, retry_at=retry_at)
+                error = _masked(item, outcome.error) if outcome.error else None
+                settlements.append(
+                    outbox.Settlement(_id(item), outcome.status, error, outcome.retry_at)
+                )
                 detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
                 detail["attempt"] = item.attempts
                 if error:
                     detail["error"] = error
                 if outcome.retry_at is not None:
                     detail["retryAt"] = _iso(outcome.retry_at)
-                record_event(session, item.ticket_id, outcome.kind, "relay", **detail)
+                events.append(
+                    {
+                        "ticket_id": item.ticket_id,
+                        "kind": outcome.kind,
+                        "actor": "relay",
+                        "detail": detail,
+                    }
+                )
+            await outbox.settle(session, settlements)
+            await insert_rows(session, TicketEvent, events)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from relay.replies import (
     reply_for,
 )
 from storage.db import SessionFactory
-from storage.tickets import active_alias
+from storage.tickets import alias_is_active
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ class InboundHandler:
             envelope.rcpt_tos.append(address)
             return S250_RCPT_OK
         async with self.sessions() as db:
-            alias = await active_alias(db, local_part)
-        if alias is None:
+            known = await alias_is_active(db, local_part)
+        if not known:
             return UnknownAlias().reply
         envelope.rcpt_tos.append(address)
         return S250_RCPT_OK

@@ -43,6 +43,7 @@ from relay.screening import ScreeningLimits, screen
 from storage.db import SessionFactory, transaction
 from storage.inbound import alias_traffic, cites_other_ticket
 from storage.models import Alias, Attachment, Message, Ticket
+from storage.rows import insert_row, insert_rows
 from storage.tickets import (
     FLEET,
     PARTNER,
@@ -295,14 +296,14 @@ class InboundPipeline:
             )
         if ctx.auth.action == QUARANTINE and ctx.disposition != AUTOMATIC:
             ctx.disposition, ctx.disposition_reason = QUARANTINED, ctx.auth.reason
-            self._flag_ticket(
+            await self._flag_ticket(
                 ctx,
                 f"mail quarantined: {ctx.auth.reason}",
                 "mail.quarantined",
                 reason=ctx.auth.reason,
             )
 
-    def _flag_ticket(
+    async def _flag_ticket(
         self, ctx: InboundContext, attention: str, event: str, **detail: object
     ) -> None:
         """Ask for a person's eye on the ticket: `attention` (kept until acknowledged) and one
@@ -312,7 +313,7 @@ class InboundPipeline:
             assert ticket.id is not None
             ticket.attention = attention[:200]
             ctx.session.add(ticket)
-            record_event(ctx.session, ticket.id, event, ctx.side, via="email", **detail)
+            await record_event(ctx.session, ticket.id, event, ctx.side, via="email", **detail)
 
     async def hold_if_flooded(self, ctx: InboundContext) -> None:
         """More mail on one alias than a person writes is held, and the ticket flagged: two
@@ -325,7 +326,7 @@ class InboundPipeline:
         seconds = int(self.policy.loop_window.total_seconds())
         ctx.disposition = HELD
         ctx.disposition_reason = f"more than {limit} messages to this address within {seconds} s"
-        self._flag_ticket(
+        await self._flag_ticket(
             ctx,
             f"mail held: {ctx.disposition_reason}",
             "mail.held",
@@ -343,7 +344,7 @@ class InboundPipeline:
         if not may_reopen_by_mail(ticket.closed_at, utcnow(), self.policy.reopen_window):
             assert ticket.closed_at is not None
             raise TicketClosedForReplies(ticket.id, ticket.closed_at)
-        record_event(
+        await record_event(
             ctx.session,
             ticket.id,
             "ticket.status_changed",
@@ -404,7 +405,9 @@ class InboundPipeline:
                 mail.part_blob_ids.append((await store_blob(ctx.session, part.data)).id)
         author_id = mail.parsed.message_id or self.mailer.new_message_id()
         reader_id = self.mailer.new_message_id()
-        message = Message(
+        message = await insert_row(
+            ctx.session,
+            Message,
             ticket_id=ticket.id,
             author_side=ctx.side,
             via="email",
@@ -423,32 +426,33 @@ class InboundPipeline:
             fleet_msgid=author_id if ctx.side == FLEET else reader_id,
             partner_msgid=reader_id if ctx.side == FLEET else author_id,
         )
-        ctx.session.add(message)
-        await ctx.session.flush()
         assert message.id is not None
-        for part, blob_id in zip(files, mail.part_blob_ids, strict=True):
-            ctx.session.add(
-                Attachment(
-                    partner_id=ticket.partner_id,
-                    ticket_id=ticket.id,
-                    message_id=message.id,
-                    blob_id=blob_id,
-                    filename=part.filename,
-                    content_type=part.content_type,
-                    size=len(part.data),
-                    sha256=hashlib.sha256(part.data).hexdigest(),
-                    content_id=part.content_id,
-                )
-            )
+        attachments = [
+            {
+                "partner_id": ticket.partner_id,
+                "ticket_id": ticket.id,
+                "message_id": message.id,
+                "blob_id": blob_id,
+                "filename": part.filename,
+                "content_type": part.content_type,
+                "size": len(part.data),
+                "sha256": hashlib.sha256(part.data).hexdigest(),
+                "content_id": part.content_id,
+            }
+            for part, blob_id in zip(files, mail.part_blob_ids, strict=True)
+        ]
+        await insert_rows(ctx.session, Attachment, attachments)
         ctx.files = files
         ctx.message = message
         touch(ctx.session, ticket)
         detail: dict[str, object] = {"messageId": message.id}
         if not ctx.forwarding:
             detail["disposition"] = ctx.disposition
-        record_event(ctx.session, ticket.id, "message.received", ctx.side, via="email", **detail)
+        await record_event(
+            ctx.session, ticket.id, "message.received", ctx.side, via="email", **detail
+        )
         if "omittedRecipients" in ctx.flags:
-            record_event(
+            await record_event(
                 ctx.session,
                 ticket.id,
                 "message.recipients_omitted",

@@ -53,7 +53,7 @@ async def release_message(
         message.disposition = FORWARDED
         message.disposition_reason = f"released by the partner (was {was})"
         session.add(message)
-        record_event(
+        await record_event(
             session,
             ticket_id,
             "message.released",

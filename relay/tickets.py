@@ -20,6 +20,7 @@ from storage.catalog import set_ticket_tags, tags_of, usable_category, usable_ta
 from storage.db import SessionFactory, transaction
 from storage.history import open_ticket_counts, session_ticket
 from storage.models import Attachment, Message, Partner, Ticket, Trip
+from storage.rows import insert_row
 from storage.tickets import (
     FLEET,
     PARTNER,
@@ -174,7 +175,7 @@ class TicketService:
             comment=message.body,
             attachments=files,
         )
-        record_event(session, ticket.id, "ticket.created", "partner", via="api")
+        await record_event(session, ticket.id, "ticket.created", "partner", via="api")
         return ticket.id
 
     async def _check_open_limits(
@@ -212,7 +213,7 @@ class TicketService:
             )
             assert message.id is not None
             kind = "note.added" if new.internal else "message.added"
-            record_event(session, ticket_id, kind, "partner", via="api", messageId=message.id)
+            await record_event(session, ticket_id, kind, "partner", via="api", messageId=message.id)
             touch(session, ticket)
             if message.fleet_msgid is not None:
                 threading = await threading_for(session, ticket_id, FLEET, exclude=message.id)
@@ -249,7 +250,9 @@ class TicketService:
         """Store a partner's API message with its uploads; the body is masked for the fleet."""
         ticket_id = bundle.ticket.id
         assert ticket_id is not None
-        message = Message(
+        message = await insert_row(
+            session,
+            Message,
             ticket_id=ticket_id,
             author_side=PARTNER,
             via="api",
@@ -261,8 +264,6 @@ class TicketService:
             # A note never leaves the relay, so the fleet never knows it by any ID.
             fleet_msgid=None if internal else self.mailer.new_message_id(),
         )
-        session.add(message)
-        await session.flush()
         assert message.id is not None
         files = await _claim_all(session, uploads, tokens, ticket_id, message.id)
         return message, files
@@ -290,17 +291,19 @@ class TicketService:
                 check_transition(ticket.status, changes.status)
                 if ticket.status == CLOSED:  # a reopened ticket counts against the limits again
                     await self._check_open_limits(session, partner, ticket.trip_id)
-                tell_fleet = self._change_status(session, ticket, changes.status, "partner")
+                tell_fleet = await self._change_status(session, ticket, changes.status, "partner")
                 changed = True
             if changes.priority is not None:
-                changed |= self._change(session, ticket, "priority", changes.priority, "priority")
+                changed |= await self._change(
+                    session, ticket, "priority", changes.priority, "priority"
+                )
             if changes.clear_category or changes.category_id is not None:
                 value = changes.category_id
-                changed |= self._change(session, ticket, "category_id", value, "category")
+                changed |= await self._change(session, ticket, "category_id", value, "category")
             if changes.tag_ids is not None:
                 changed |= await _retag(session, ticket_id, current_tags, changes.tag_ids)
             if changes.clear_attention:
-                changed |= self._change(session, ticket, "attention", None, "attention")
+                changed |= await self._change(session, ticket, "attention", None, "attention")
             if changed:  # a PATCH that changes nothing must not reorder the history
                 touch(session, ticket)
             if tell_fleet is not None:
@@ -320,7 +323,7 @@ class TicketService:
                 raise NotFound("ticket")
             if ticket.callback_phone == phone:
                 return
-            self._change(session, ticket, "callback_phone", phone, "callback_phone")
+            await self._change(session, ticket, "callback_phone", phone, "callback_phone")
             touch(session, ticket)
             if ticket.status != CLOSED:
                 text = (
@@ -339,7 +342,7 @@ class TicketService:
             ticket = await ticket_for_partner(session, partner.id, ticket_id)
             if ticket is None:
                 raise NotFound("ticket")
-            record_event(
+            await record_event(
                 session,
                 ticket_id,
                 "ticket.agent_changed",
@@ -353,12 +356,12 @@ class TicketService:
             touch(session, ticket)
 
     @staticmethod
-    def _change_status(
+    async def _change_status(
         session: AsyncSession, ticket: Ticket, status: str, actor: str
     ) -> str | None:
         """Set the status and record it; return "closed"/"reopened" when the fleet must hear."""
         assert ticket.id is not None
-        record_event(
+        await record_event(
             session,
             ticket.id,
             "ticket.status_changed",
@@ -376,7 +379,7 @@ class TicketService:
         return change
 
     @staticmethod
-    def _change(
+    async def _change(
         session: AsyncSession, ticket: Ticket, attr: str, value: object, label: str
     ) -> bool:
         """Set one plain attribute; an event `ticket.<label>_changed` records a real change."""
@@ -385,7 +388,7 @@ class TicketService:
             return False
         assert ticket.id is not None
         detail = {"from": current, "to": value}
-        record_event(session, ticket.id, f"ticket.{label}_changed", "partner", **detail)
+        await record_event(session, ticket.id, f"ticket.{label}_changed", "partner", **detail)
         setattr(ticket, attr, value)
         return True
 
@@ -461,7 +464,9 @@ async def _retag(
     if not (added or removed):
         return False
     await set_ticket_tags(session, ticket_id, current, wanted)
-    record_event(session, ticket_id, "ticket.tags_changed", "partner", added=added, removed=removed)
+    await record_event(
+        session, ticket_id, "ticket.tags_changed", "partner", added=added, removed=removed
+    )
     return True
 
 

@@ -32,7 +32,8 @@ async def alias_traffic(
     it received after `since`: one statement, two index lookups (the unique (alias_id,
     dedup_key) index and ix_message_alias_created)."""
     params = {"alias_id": alias_id, "dedup_key": dedup_key, "since": since}
-    row = (await session.exec(_ALIAS_TRAFFIC, params=params)).one()
+    # Core, not session.exec: no entities to load, so none of the ORM's per-query set-up.
+    row = (await (await session.connection()).execute(_ALIAS_TRAFFIC, params)).one()
     return bool(row[0]), int(row[1])
 
 
@@ -51,4 +52,4 @@ async def cites_other_ticket(session: AsyncSession, ticket_id: int, msgids: Sequ
         )
         .limit(1)
     )
-    return (await session.exec(query)).first() is not None
+    return (await (await session.connection()).execute(query)).first() is not None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, or_, text, update
-from sqlmodel import col, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, text, update
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutboxItem
-from storage.types import utcnow
+from storage.rows import insert_row
+from storage.types import UTCDateTime, utcnow
 
 PENDING = "pending"
 SENDING = "sending"
@@ -35,7 +39,9 @@ async def enqueue(
     lifetime: timedelta,
 ) -> OutboxItem:
     now = utcnow()
-    item = OutboxItem(
+    item = await insert_row(
+        session,
+        OutboxItem,
         ticket_id=ticket_id,
         message_id=message_id,
         recipient_side=recipient_side,
@@ -45,71 +51,121 @@ async def enqueue(
         next_attempt_at=now,
         expires_at=now + lifetime,
     )
-    session.add(item)
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Delivered at commit, and only then: workers in other processes wake at once.
         await (await session.connection()).execute(text(f"NOTIFY {CHANNEL}"))
     return item
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
-    due = (col(OutboxItem.status) == PENDING) & (col(OutboxItem.next_attempt_at) <= now)
+_TABLE = OutboxItem.__table__  # type: ignore[attr-defined]
+
+
+def _claimable(table: Any) -> ColumnElement[bool]:
+    now = bindparam("now", type_=UTCDateTime())
+    due = (table.c.status == PENDING) & (table.c.next_attempt_at <= now)
     # A 'sending' row whose lease ran out belongs to a worker that died mid-send.
-    orphaned = (col(OutboxItem.status) == SENDING) & (col(OutboxItem.lease_until) < now)
+    orphaned = (table.c.status == SENDING) & (table.c.lease_until < now)
     return or_(due, orphaned)
 
 
-async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list[OutboxItem]:
-    """Lease up to `limit` due rows to the caller (commit the session to make the lease hold)."""
-    now = utcnow()
-    owner = secrets.token_hex(8)
-    query = (
-        select(OutboxItem.id)
-        .where(_claimable(now))
-        .order_by(col(OutboxItem.next_attempt_at))
-        .limit(limit)
+def _claim_statement() -> Any:
+    due = _TABLE.alias("due")
+    # SKIP LOCKED: PostgreSQL workers skip the rows another one is claiming. SQLite has no
+    # FOR UPDATE (SQLAlchemy leaves it out); its write lock serialises claims instead, and
+    # the outer condition is the claim.
+    oldest_due = (
+        select(due.c.id)
+        .where(_claimable(due))
+        .order_by(due.c.next_attempt_at)
+        .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
-    ids = list((await session.exec(query)).all())
-    if not ids:
-        return []
-    # The conditional UPDATE is the claim on SQLite, where FOR UPDATE does not exist.
-    await session.exec(
-        update(OutboxItem)
-        .where(col(OutboxItem.id).in_(ids), _claimable(now))
+    return (
+        update(_TABLE)
+        .where(_TABLE.c.id.in_(oldest_due), _claimable(_TABLE))
         .values(
             status=SENDING,
-            lease_until=now + lease,
-            lease_owner=owner,
-            attempts=col(OutboxItem.attempts) + 1,
+            lease_until=bindparam("lease_end", type_=UTCDateTime()),
+            lease_owner=bindparam("claimer"),
+            attempts=_TABLE.c.attempts + 1,
         )
+        .returning(*_TABLE.c)
     )
-    claimed = select(OutboxItem).where(OutboxItem.lease_owner == owner)
-    return list((await session.exec(claimed.execution_options(populate_existing=True))).all())
 
 
-async def load(session: AsyncSession, item_ids: list[int]) -> dict[int, OutboxItem]:
-    """These rows as they are now, in one query, by id (to hand to `mark`)."""
-    query = select(OutboxItem).where(col(OutboxItem.id).in_(item_ids))
-    rows = (await session.exec(query.execution_options(populate_existing=True))).all()
-    return {row.id: row for row in rows if row.id is not None}
+# One statement claims a round (UPDATE … RETURNING): no SELECT of ids before it, no SELECT of
+# the rows after it. Built once with bound parameters.
+_CLAIM = _claim_statement()
 
 
-def mark(
-    session: AsyncSession,
-    item: OutboxItem,
-    *,
-    status: str,
-    error: str | None = None,
-    retry_at: datetime | None = None,
-) -> OutboxItem:
-    item.status = status
-    item.last_error = error[:1000] if error else None
-    item.lease_until = None
-    item.lease_owner = None
-    if retry_at is not None:
-        item.next_attempt_at = retry_at
-    if status in (SENT, FAILED):
-        item.finished_at = utcnow()
-    session.add(item)
-    return item
+async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list[OutboxItem]:
+    """Lease up to `limit` due rows to the caller (commit the session to make the lease hold).
+    The rows are returned as they are after the claim, outside the session."""
+    now = utcnow()
+    params = {
+        "now": now,
+        "limit": limit,
+        "lease_end": now + lease,
+        "claimer": secrets.token_hex(8),
+    }
+    result = await (await session.connection()).execute(_CLAIM, params)
+    # Read-only instances: the worker only reads them, and __init__ costs ~100 µs a row.
+    rows = [OutboxItem.model_construct(**row._mapping) for row in result]
+    return sorted(rows, key=lambda row: row.next_attempt_at)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a delivery round decided for one leased row."""
+
+    item_id: int
+    status: str
+    error: str | None = None
+    retry_at: datetime | None = None
+
+
+_STATES = select(_TABLE.c.id, _TABLE.c.status, _TABLE.c.last_error).where(
+    _TABLE.c.id.in_(bindparam("ids", expanding=True))
+)
+
+# One statement for a whole round (executemany). A NULL retry time or finish time keeps the
+# row's own: only a retry moves the next attempt, only sent and failed rows are finished.
+_SETTLE = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"))
+    .values(
+        status=bindparam("new_status"),
+        last_error=bindparam("error"),
+        lease_until=None,
+        lease_owner=None,
+        next_attempt_at=func.coalesce(
+            bindparam("retry_at", type_=UTCDateTime()), _TABLE.c.next_attempt_at
+        ),
+        finished_at=func.coalesce(bindparam("finished", type_=UTCDateTime()), _TABLE.c.finished_at),
+    )
+)
+
+
+async def states(session: AsyncSession, item_ids: list[int]) -> dict[int, tuple[str, str | None]]:
+    """Each row's status and last error as they are now, in one query, by id."""
+    connection = await session.connection()
+    result = await connection.execute(_STATES, {"ids": item_ids})
+    return {row.id: (row.status, row.last_error) for row in result}
+
+
+async def settle(session: AsyncSession, settlements: Sequence[Settlement]) -> None:
+    """Release the leases of a round's rows with what became of each, in one statement."""
+    if not settlements:
+        return
+    now = utcnow()
+    values = [
+        {
+            "row_id": s.item_id,
+            "new_status": s.status,
+            "error": s.error[:1000] if s.error else None,
+            "retry_at": s.retry_at,
+            "finished": now if s.status in (SENT, FAILED) else None,
+        }
+        for s in settlements
+    ]
+    await (await session.connection()).execute(_SETTLE, values)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ScalarSelect, bindparam, insert
+from sqlalchemy import ScalarSelect, bindparam
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -27,6 +27,7 @@ from storage.models import (
     TicketEvent,
     Trip,
 )
+from storage.rows import insert_row, insert_rows
 from storage.types import utcnow
 
 FLEET = "fleet"
@@ -51,23 +52,26 @@ async def add_aliases(session: AsyncSession, ticket_id: int) -> None:
     """Both sides' aliases of a new ticket, written in one statement (no ids are read back:
     mail finds an alias by its local part)."""
     rows = [
-        Alias(ticket_id=ticket_id, side=side, local_part=new_alias_local_part(ticket_id))
+        {"ticket_id": ticket_id, "side": side, "local_part": new_alias_local_part(ticket_id)}
         for side in (FLEET, PARTNER)
     ]
-    values = [alias.model_dump(exclude={"id"}) for alias in rows]
-    await (await session.connection()).execute(insert(Alias), values)
+    await insert_rows(session, Alias, rows)
 
 
 # Statements run for every message are built once, with bound parameters: SQLAlchemy's
 # cache spares their compile, not their building (measured with bench/instructions.py).
-_ACTIVE_ALIAS = select(Alias).where(
-    col(Alias.local_part) == bindparam("local_part"), col(Alias.active)
+_ALIAS_TABLE = Alias.__table__  # type: ignore[attr-defined]
+_ACTIVE_ALIAS = select(_ALIAS_TABLE.c.id).where(
+    _ALIAS_TABLE.c.local_part == bindparam("local_part"), _ALIAS_TABLE.c.active
 )
 
 
-async def active_alias(session: AsyncSession, local_part: str) -> Alias | None:
-    params = {"local_part": local_part.lower()}
-    return (await session.exec(_ACTIVE_ALIAS, params=params)).first()
+async def alias_is_active(session: AsyncSession, local_part: str) -> bool:
+    """Whether mail to `local_part` has a ticket to go to: asked at every RCPT, so a Core
+    query for one id, not an ORM entity."""
+    connection = await session.connection()
+    result = await connection.execute(_ACTIVE_ALIAS, {"local_part": local_part.lower()})
+    return result.first() is not None
 
 
 def _with_parties() -> Any:
@@ -209,8 +213,8 @@ async def recent_msgids(
     one index range (ix_message_ticket_created) however long the conversation grew."""
     # Ids start at 1: excluding 0 excludes nothing.
     params = {"ticket_id": ticket_id, "exclude": exclude or 0, "limit": limit}
-    rows = (await session.exec(_RECENT_MSGIDS[side], params=params)).all()
-    return [msgid for msgid in reversed(rows) if msgid]
+    result = await (await session.connection()).execute(_RECENT_MSGIDS[side], params)
+    return [msgid for msgid in reversed(result.scalars().all()) if msgid]
 
 
 async def ticket_attachments(session: AsyncSession, ticket_id: int) -> list[Attachment]:
@@ -229,19 +233,17 @@ async def events_of(session: AsyncSession, ticket_id: int) -> list[TicketEvent]:
     return list((await session.exec(query)).all())
 
 
-def record_event(
+async def record_event(
     session: AsyncSession, ticket_id: int, kind: str, actor: str, **detail: Any
-) -> TicketEvent:
-    event = TicketEvent(ticket_id=ticket_id, kind=kind, actor=actor, detail=detail)
-    session.add(event)
-    return event
+) -> None:
+    """Written at once (storage.rows), so a ticket's events are numbered in the order they
+    were recorded."""
+    event = {"ticket_id": ticket_id, "kind": kind, "actor": actor, "detail": detail}
+    await insert_rows(session, TicketEvent, [event])
 
 
 async def store_blob(session: AsyncSession, data: bytes) -> Blob:
-    blob = Blob(data=data)
-    session.add(blob)
-    await session.flush()
-    return blob
+    return await insert_row(session, Blob, data=data)
 
 
 async def blob_data(session: AsyncSession, blob_id: str) -> bytes:

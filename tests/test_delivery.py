@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from sqlalchemy import update
 from sqlmodel import col, select
 
 from relay.config import SMTPOutbound
@@ -169,8 +170,13 @@ async def test_a_dead_workers_lease_expires_and_the_row_is_sent(live: LiveRelay)
             raw=item.raw,
             lifetime=timedelta(hours=1),
         )
-        stuck.status = outbox.SENDING
-        stuck.lease_until = utcnow() - timedelta(seconds=1)
+        # enqueue wrote the row at once (storage.rows): change it in the database, not on
+        # the returned instance, which the session does not track.
+        await session.exec(
+            update(OutboxItem)
+            .where(col(OutboxItem.id) == stuck.id)
+            .values(status=outbox.SENDING, lease_until=utcnow() - timedelta(seconds=1))
+        )
     live.relay.worker.notify()
     [mail] = await live.sink.handler.wait_for("stuck@fleet.example")
     assert mail.rcpt_to == ["stuck@fleet.example"]

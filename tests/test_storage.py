@@ -10,7 +10,7 @@ import aiosqlite
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import OperationalError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
 from storage.migrate import upgrade
@@ -175,3 +175,45 @@ async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
             assert (await conn.execute(text("SELECT count(*) FROM note"))).scalar() == 2
     finally:
         await engine.dispose()
+
+
+async def test_rows_written_at_once_get_their_ids_and_read_back_as_written(
+    database: Database,
+) -> None:
+    """storage.rows writes by Core INSERT, outside the unit of work: ids come back, defaults
+    are filled in, JSON, times and bytes are stored as the ORM would have stored them."""
+    from storage.models import Blob
+    from storage.rows import insert_row, insert_rows
+
+    engine = make_engine(database.url, database.schema)
+    try:
+        await upgrade(engine)
+        sessions = make_sessions(engine)
+        async with transaction(sessions) as session:
+            first = await insert_row(
+                session,
+                Fleet,
+                name="Cab Co",
+                support_email="desk@cab.example",
+                allowed_senders=["a@b.c"],
+            )
+            second = await insert_row(session, Fleet, name="Taxi", support_email="t@taxi.example")
+            more = [{"name": f"Fleet {n}", "support_email": f"f{n}@f.example"} for n in (1, 2)]
+            await insert_rows(session, Fleet, more)
+            blob = await insert_row(session, Blob, data=b"\x00\xffbytes")
+            with pytest.raises(TypeError, match="no column colour"):
+                await insert_row(session, Fleet, name="X", support_email="x@x.example", colour=1)
+        assert first.id is not None and second.id == first.id + 1
+        with pytest.raises(AttributeError):  # read-only: a change would be written nowhere
+            first.name = "Renamed"
+        async with make_read_sessions(engine)() as session:
+            stored = await session.get(Fleet, first.id)
+            fleets = (await session.exec(select(Fleet).order_by(col(Fleet.id)))).all()
+            stored_blob = await session.get(Blob, blob.id)
+    finally:
+        await engine.dispose()
+    assert stored is not None and stored.allowed_senders == ["a@b.c"]
+    assert stored.created_at == first.created_at and stored.created_at.tzinfo is not None
+    assert [f.name for f in fleets] == ["Cab Co", "Taxi", "Fleet 1", "Fleet 2"]
+    assert all(f.allowed_senders == [] for f in fleets[1:])  # the model's default
+    assert stored_blob is not None and stored_blob.data == b"\x00\xffbytes"
