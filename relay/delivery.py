@@ -75,16 +75,21 @@ class DeliveryWorker:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the claim, not before the sleep: a row committed after the claim
+            # sets it again, and the sleep below returns at once instead of missing it.
+            self.wakeup.clear()
             try:
-                busy = await self.run_once()
+                claimed = await self.run_once()
             except Exception:
                 log.exception("delivery round failed; retrying shortly")
-                busy = False
-            if not busy:
+                claimed = 0
+            # A round that claimed less than it could emptied what was due: claiming again at
+            # once would only take the write lock to find nothing (one transaction in four
+            # of a reply's, before). A new row's wake-up, or the poll for retries, ends it.
+            if claimed < self.concurrency:
                 await self._sleep()
 
     async def _sleep(self) -> None:
-        self.wakeup.clear()
         waiter = asyncio.ensure_future(self.wakeup.wait())
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
@@ -98,13 +103,13 @@ class DeliveryWorker:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run_once(self) -> bool:
-        """Deliver one batch; True when there was something to do."""
+    async def run_once(self) -> int:
+        """Deliver one batch; the number of rows it claimed (0: nothing was due)."""
         async with transaction(self.sessions) as session:
             items = await outbox.claim_due(session, self.concurrency, self.lease)
             suppressed = await suppressions_for(session, [i.rcpt_to for i in items])
         if not items:
-            return False
+            return 0
         outcomes = await asyncio.gather(
             *(
                 self._refuse_suppressed(item)
@@ -114,7 +119,7 @@ class DeliveryWorker:
             )
         )
         await self._record(outcomes)
-        return True
+        return len(items)
 
     async def _refuse_suppressed(self, item: OutboxItem) -> Outcome:
         # The address hard-bounced before: sending again would only hurt the relay's
