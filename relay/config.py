@@ -170,14 +170,15 @@ class Settings(BaseSettings):
     dns_cache_size: int = Field(default=2000, ge=0)
 
     # Delivery.
-    delivery_lifetime: int = 4 * 24 * 3600
-    delivery_backoff_base: float = 30.0
-    delivery_backoff_max: float = 3600.0
-    delivery_concurrency: int = 8
-    delivery_pool_size: int = 4
-    delivery_timeout: float = 30.0
-    delivery_lease: int = 300
-    delivery_poll_interval: float = 2.0
+    delivery_lifetime: int = Field(default=4 * 24 * 3600, ge=1)
+    delivery_backoff_base: float = Field(default=30.0, gt=0)
+    delivery_backoff_max: float = Field(default=3600.0, gt=0)
+    # At least 1: a worker that may claim nothing would never sleep (relay.delivery).
+    delivery_concurrency: int = Field(default=8, ge=1)
+    delivery_pool_size: int = Field(default=4, ge=1)
+    delivery_timeout: float = Field(default=30.0, gt=0)
+    delivery_lease: int = Field(default=300, ge=1)
+    delivery_poll_interval: float = Field(default=2.0, gt=0)
 
     @field_validator("outbound")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -93,6 +95,26 @@ class RelaySMTP(SMTP):
             self.limiter.release(self._counted_client)
             self._counted_client = None
         super().connection_lost(error)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's own parse of a MAIL FROM / RCPT TO argument, unchanged, except that
+        aiosmtpd 1.4 defines a typing.Protocol class inside it on every call: creating that
+        class (ABCMeta, inspect) was 2-4 % of the relay's CPU per message in the profile."""
+        if not arg:
+            return "", ""
+        try:
+            if arg.lstrip().startswith("<"):
+                angle, rest = get_angle_addr(arg)
+                addr = str(angle.addr_spec)
+            else:
+                spec, rest = get_addr_spec(arg)
+                addr = str(spec.addr_spec)
+        except HeaderParseError:
+            return None, None
+        localpart = addr.rpartition("@")[0]
+        if self.local_part_limit and len(localpart) > self.local_part_limit:
+            return None, None
+        return addr, str(rest)
 
     async def push(self, status: Any) -> None:
         if self._refused:  # the 421 was the last word; the client task must not greet

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, text, update
+from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, text, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,16 +73,21 @@ def _claim_statement() -> Any:
     # SKIP LOCKED: PostgreSQL workers skip the rows another one is claiming. SQLite has no
     # FOR UPDATE (SQLAlchemy leaves it out); its write lock serialises claims instead, and
     # the outer condition is the claim.
+    # MATERIALIZED: run once. As a plain IN (subquery), PostgreSQL may run the subquery
+    # again per outer row (a nested-loop semi-join), each run locking and returning other
+    # rows, so one claim could lease more than `limit`.
     oldest_due = (
         select(due.c.id)
         .where(_claimable(due))
         .order_by(due.c.next_attempt_at)
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
+        .cte("oldest_due")
+        .prefix_with("MATERIALIZED")
     )
     return (
         update(_TABLE)
-        .where(_TABLE.c.id.in_(oldest_due), _claimable(_TABLE))
+        .where(_TABLE.c.id.in_(select(oldest_due.c.id)), _claimable(_TABLE))
         .values(
             status=SENDING,
             lease_until=bindparam("lease_end", type_=UTCDateTime()),
@@ -124,9 +129,15 @@ class Settlement:
     retry_at: datetime | None = None
 
 
-_STATES = select(_TABLE.c.id, _TABLE.c.status, _TABLE.c.last_error).where(
+_STATES = select(_TABLE.c.id, _TABLE.c.status).where(
     _TABLE.c.id.in_(bindparam("ids", expanding=True))
 )
+
+_NEW_STATUS = bindparam("new_status", type_=String())
+# A delivery report can come back, and be filed, before the round records the smarthost's
+# 250 (relay.bounce_intake). The bounce is the later truth: it keeps its status and its
+# diagnostic. Decided here, on the row as it is when the UPDATE runs, not on an earlier read.
+_BOUNCE_CAME_FIRST = and_(_TABLE.c.status == BOUNCED, _NEW_STATUS == SENT)
 
 # One statement for a whole round (executemany). A NULL retry time or finish time keeps the
 # row's own: only a retry moves the next attempt, only sent and failed rows are finished.
@@ -134,23 +145,26 @@ _SETTLE = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("row_id"))
     .values(
-        status=bindparam("new_status"),
-        last_error=bindparam("error"),
+        status=case((_BOUNCE_CAME_FIRST, _TABLE.c.status), else_=_NEW_STATUS),
+        last_error=case((_BOUNCE_CAME_FIRST, _TABLE.c.last_error), else_=bindparam("error")),
         lease_until=None,
         lease_owner=None,
         next_attempt_at=func.coalesce(
             bindparam("retry_at", type_=UTCDateTime()), _TABLE.c.next_attempt_at
         ),
-        finished_at=func.coalesce(bindparam("finished", type_=UTCDateTime()), _TABLE.c.finished_at),
+        finished_at=case(
+            (_BOUNCE_CAME_FIRST, _TABLE.c.finished_at),
+            else_=func.coalesce(bindparam("finished", type_=UTCDateTime()), _TABLE.c.finished_at),
+        ),
     )
 )
 
 
-async def states(session: AsyncSession, item_ids: list[int]) -> dict[int, tuple[str, str | None]]:
-    """Each row's status and last error as they are now, in one query, by id."""
+async def states(session: AsyncSession, item_ids: list[int]) -> dict[int, str]:
+    """Each row's status as it is now, in one query, by id."""
     connection = await session.connection()
     result = await connection.execute(_STATES, {"ids": item_ids})
-    return {row.id: (row.status, row.last_error) for row in result}
+    return {row.id: row.status for row in result}
 
 
 async def settle(session: AsyncSession, settlements: Sequence[Settlement]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic.fields import FieldInfo
 from sqlalchemy import Insert, Table, insert
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import SQLModel
@@ -27,13 +28,15 @@ Row = TypeVar("Row", bound=SQLModel)
 
 @dataclass(frozen=True)
 class _Inserts:
-    """A table's INSERT statements, built once: the statement cache spares the compile,
-    not the building."""
+    """A table's INSERT statements and what filling in a row needs, built once per model
+    (the statement cache spares the compile, not the building)."""
 
     one: Insert  # RETURNING the id when the database assigns it
     many: Insert
-    names: list[str]
-    known: frozenset[str]
+    columns: frozenset[str]
+    required: frozenset[str]
+    # Fields that have a default, and how to make it: (name, FieldInfo).
+    defaults: tuple[tuple[str, FieldInfo], ...]
     generated_id: bool
 
 
@@ -50,35 +53,52 @@ def _inserts(model: type[SQLModel]) -> _Inserts:
         assert isinstance(table, Table)
         id_column = table.c.get("id")
         generated = id_column is not None and id_column.type.python_type is int
-        names = [c.name for c in table.columns if not (generated and c.name == "id")]
+        fields = {n: f for n, f in model.model_fields.items() if n in table.c}
         many = insert(table)
-        one = many.returning(table.c.id) if generated else many
-        found = _Inserts(one, many, names, frozenset(table.c.keys()), generated)
+        found = _Inserts(
+            one=many.returning(table.c.id) if generated else many,
+            many=many,
+            columns=frozenset(table.c.keys()),
+            required=frozenset(n for n, f in fields.items() if f.is_required()),
+            defaults=tuple(
+                (n, f)
+                for n, f in fields.items()
+                if not f.is_required() and not (generated and n == "id")
+            ),
+            generated_id=generated,
+        )
         _INSERTS[model] = found
     return found
 
 
-def _complete(model: type[Row], inserts: _Inserts, values: Mapping[str, Any]) -> Row:
-    """The row with the model's defaults filled in (created_at, a UUID id, …)."""
-    unknown = values.keys() - inserts.known
-    if unknown:  # model_construct would drop them silently
+def _row_values(
+    model: type[SQLModel], inserts: _Inserts, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`values` with the model's defaults filled in (created_at, a UUID id, …); checked
+    against the table, since nothing else here would notice a misspelt or missing field."""
+    unknown = values.keys() - inserts.columns
+    if unknown:
         raise TypeError(f"{model.__name__} has no column {', '.join(sorted(unknown))}")
-    row = model.model_construct(**values)
-    assert isinstance(row, model)  # SQLModel types model_construct as returning SQLModel
+    missing = inserts.required - values.keys()
+    if missing:
+        raise TypeError(f"{model.__name__} needs {', '.join(sorted(missing))}")
+    row = dict(values)
+    for name, field in inserts.defaults:
+        if name not in row:
+            row[name] = field.get_default(call_default_factory=True)
     return row
 
 
 async def insert_row(session: AsyncSession, model: type[Row], **values: Any) -> Row:
     """Write one row now; returns it as written, with the id the database assigned."""
     inserts = _inserts(model)
-    row = _complete(model, inserts, values)
-    params = {name: getattr(row, name) for name in inserts.names}
-    result = await (await session.connection()).execute(inserts.one, params)
+    row = _row_values(model, inserts, values)
+    result = await (await session.connection()).execute(inserts.one, row)
     if inserts.generated_id:
-        # Not `row.id = …`: without ORM state SQLModel's setattr raises. Pydantic keeps
-        # field values in the instance's __dict__, where the attribute reads them.
-        vars(row)["id"] = result.scalar_one()
-    return row
+        row["id"] = result.scalar_one()
+    written = model.model_construct(**row)
+    assert isinstance(written, model)  # SQLModel types model_construct as returning SQLModel
+    return written
 
 
 async def insert_rows(
@@ -88,8 +108,5 @@ async def insert_rows(
     if not rows:
         return
     inserts = _inserts(model)
-    params = []
-    for values in rows:
-        row = _complete(model, inserts, values)
-        params.append({name: getattr(row, name) for name in inserts.names})
+    params = [_row_values(model, inserts, values) for values in rows]
     await (await session.connection()).execute(inserts.many, params)

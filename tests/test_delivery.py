@@ -250,3 +250,45 @@ async def test_a_rounds_outcomes_are_recorded_after_one_read(live: LiveRelay) ->
     finally:
         event.remove(engine, "before_cursor_execute", count)
     assert len(selects) == 1, "\n---\n".join(selects)
+
+
+def test_delivery_settings_refuse_a_worker_that_could_never_claim() -> None:
+    from pydantic import ValidationError
+
+    from relay.config import Settings
+
+    for name, value in [("delivery_concurrency", 0), ("delivery_pool_size", 0)]:
+        try:
+            Settings(**{name: value})
+        except ValidationError as exc:
+            assert name in str(exc)
+        else:
+            raise AssertionError(f"{name}={value} was accepted")
+
+
+async def test_a_round_that_empties_the_queue_is_not_followed_by_an_empty_claim(
+    database: Database,
+) -> None:
+    """After delivering what it claimed, a worker that took less than it may sleeps until the
+    next wake-up: claiming again at once would take the write lock to find nothing."""
+    from sqlalchemy import event
+
+    async with live_relay(database.url, database.schema, delivery_poll_interval=600) as live:
+        claims: list[str] = []
+
+        def count(_conn: object, _cur: object, statement: str, *_: object) -> None:
+            if "UPDATE outbox SET" in statement and "lease_owner" in statement:
+                if "RETURNING" in statement:
+                    claims.append(statement)
+
+        engine = live.relay.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            acc = await live.accounts()
+            await live.put_trip(acc)
+            ticket = await live.open_ticket(acc)
+            await live.events(acc, ticket["id"], "delivery.sent")
+            await asyncio.sleep(0.5)  # time for a second claim, were one coming
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert len(claims) == 1

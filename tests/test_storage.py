@@ -201,6 +201,8 @@ async def test_rows_written_at_once_get_their_ids_and_read_back_as_written(
             more = [{"name": f"Fleet {n}", "support_email": f"f{n}@f.example"} for n in (1, 2)]
             await insert_rows(session, Fleet, more)
             blob = await insert_row(session, Blob, data=b"\x00\xffbytes")
+            with pytest.raises(TypeError, match="needs support_email"):
+                await insert_row(session, Fleet, name="X")
             with pytest.raises(TypeError, match="no column colour"):
                 await insert_row(session, Fleet, name="X", support_email="x@x.example", colour=1)
         assert first.id is not None and second.id == first.id + 1
