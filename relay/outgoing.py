@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -57,6 +58,8 @@ class Mailer:
     def __init__(self, settings: Settings, renderer: Renderer) -> None:
         self.settings = settings
         self.renderer = renderer
+        # Names this relay instance in the NOTIFY of each row it queues (storage.outbox).
+        self.origin = secrets.token_hex(8)
 
     @property
     def domain(self) -> str:
@@ -119,4 +122,5 @@ class Mailer:
             rcpt_to=envelope.to_address,
             raw=raw,
             lifetime=timedelta(seconds=self.settings.delivery_lifetime),
+            origin=self.origin,
         )

@@ -169,7 +169,9 @@ class Relay:
 
     def start_worker(self) -> None:
         if not self.settings.is_sqlite:
-            self._listener = OutboxListener(self.settings.database_url, self.worker.notify)
+            self._listener = OutboxListener(
+                self.settings.database_url, self.worker.notify, own_origin=self.mailer.origin
+            )
             self._listener.start()
         self._worker_task = asyncio.create_task(self.worker.run(), name="delivery-worker")
         self._housekeeping_task = asyncio.create_task(self.housekeeper.run(), name="housekeeping")

@@ -21,9 +21,19 @@ log = logging.getLogger(__name__)
 
 
 class OutboxListener:
-    def __init__(self, database_url: str, on_notify: Callable[[], None], retry_after: float = 5.0):
+    def __init__(
+        self,
+        database_url: str,
+        on_notify: Callable[[], None],
+        retry_after: float = 5.0,
+        own_origin: str = "",
+    ):
         self.dsn = asyncpg_dsn(database_url)
         self.on_notify = on_notify
+        # The relay instance's own rows woke its worker directly, before their NOTIFY
+        # arrives; that NOTIFY could land after the worker's next claim began and wake it
+        # once more, for a claim that finds nothing.
+        self.own_origin = own_origin
         self.retry_after = retry_after
         self._task: asyncio.Task[None] | None = None
 
@@ -50,7 +60,9 @@ class OutboxListener:
             if not conn.is_closed():
                 await conn.close()
 
-    def _notified(self, *_args: Any) -> None:
+    def _notified(self, _conn: Any, _pid: int, _channel: str, origin: str) -> None:
+        if self.own_origin and origin == self.own_origin:
+            return
         self.on_notify()
 
     async def stop(self) -> None:

@@ -25,6 +25,8 @@ BOUNCED = "bounced"
 
 
 CHANNEL = "relay_outbox"
+# Sent at commit, and only then, like NOTIFY; pg_notify takes the payload as a parameter.
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :origin)")
 
 
 async def enqueue(
@@ -37,7 +39,11 @@ async def enqueue(
     rcpt_to: str,
     raw: bytes,
     lifetime: timedelta,
+    origin: str = "",
 ) -> OutboxItem:
+    """Queue a rendered email. `origin` names the relay instance queueing it: on PostgreSQL
+    the NOTIFY carries it, and that instance's own listener, whose worker the instance
+    wakes directly, ignores it (relay.wakeup)."""
     now = utcnow()
     item = await insert_row(
         session,
@@ -53,7 +59,7 @@ async def enqueue(
     )
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Delivered at commit, and only then: workers in other processes wake at once.
-        await (await session.connection()).execute(text(f"NOTIFY {CHANNEL}"))
+        await (await session.connection()).execute(_NOTIFY, {"origin": origin})
     return item
 
 
