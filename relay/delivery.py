@@ -8,7 +8,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from relay.bounces import BounceAddresses
 from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
@@ -17,8 +17,8 @@ from relay.transport import Transport
 from storage import outbox
 from storage.bounces import suppressions_for
 from storage.db import SessionFactory, transaction
-from storage.models import OutboxItem, TicketEvent
-from storage.rows import insert_rows
+from storage.models import OutboxItem
+from storage.tickets import event_row, record_events
 from storage.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -158,16 +158,16 @@ class DeliveryWorker:
         message). Should the process die before it commits, the batch's rows stay leased
         and are sent again when the lease runs out: at least once, never lost."""
         settlements: list[outbox.Settlement] = []
-        events: list[dict[str, object]] = []
+        events: list[dict[str, Any]] = []
         async with transaction(self.sessions) as session:
-            now = await outbox.states(session, [_id(o.item) for o in outcomes])
+            current = await outbox.states(session, [_id(o.item) for o in outcomes])
             for outcome in outcomes:
                 item = outcome.item
                 error = _masked(item, outcome.error) if outcome.error else None
                 settlements.append(
                     outbox.Settlement(_id(item), outcome.status, error, outcome.retry_at)
                 )
-                if now[_id(item)] == outbox.BOUNCED and outcome.status == outbox.SENT:
+                if current[_id(item)] == outbox.BOUNCED and outcome.status == outbox.SENT:
                     # The report outran us: it came back, and was filed with its diagnostic
                     # and event, before this round recorded the smarthost's 250. The bounce
                     # is the later truth: `settle` keeps it and only lets the lease go.
@@ -178,16 +178,9 @@ class DeliveryWorker:
                     detail["error"] = error
                 if outcome.retry_at is not None:
                     detail["retryAt"] = _iso(outcome.retry_at)
-                events.append(
-                    {
-                        "ticket_id": item.ticket_id,
-                        "kind": outcome.kind,
-                        "actor": "relay",
-                        "detail": detail,
-                    }
-                )
+                events.append(event_row(item.ticket_id, outcome.kind, "relay", **detail))
             await outbox.settle(session, settlements)
-            await insert_rows(session, TicketEvent, events)
+            await record_events(session, events)
 
 
 @dataclass(frozen=True)

@@ -233,13 +233,21 @@ async def events_of(session: AsyncSession, ticket_id: int) -> list[TicketEvent]:
     return list((await session.exec(query)).all())
 
 
+def event_row(ticket_id: int, kind: str, actor: str, **detail: Any) -> dict[str, Any]:
+    """One ticket event, for `record_events`."""
+    return {"ticket_id": ticket_id, "kind": kind, "actor": actor, "detail": detail}
+
+
+async def record_events(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    """Written at once, in one statement (storage.rows), so a ticket's events are numbered
+    in the order they were recorded."""
+    await insert_rows(session, TicketEvent, events)
+
+
 async def record_event(
     session: AsyncSession, ticket_id: int, kind: str, actor: str, **detail: Any
 ) -> None:
-    """Written at once (storage.rows), so a ticket's events are numbered in the order they
-    were recorded."""
-    event = {"ticket_id": ticket_id, "kind": kind, "actor": actor, "detail": detail}
-    await insert_rows(session, TicketEvent, [event])
+    await record_events(session, [event_row(ticket_id, kind, actor, **detail)])
 
 
 async def store_blob(session: AsyncSession, data: bytes) -> Blob:
