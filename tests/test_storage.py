@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col, select
 
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
@@ -126,11 +127,13 @@ async def test_sqlite_writers_get_the_write_lock_in_the_order_they_asked(tmp_pat
         await engine.dispose()
 
 
-async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
+async def test_sqlite_trips_to_the_driver_thread_are_only_what_may_wait(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Counted where aiosqlite hands work to its thread: one per statement, none for a
-    rollback with nothing to undo (storage.sqlite_driver)."""
+    """Counted where aiosqlite hands work to its thread (storage.sqlite_driver): BEGIN
+    (another process may hold the lock), COMMIT (fsync), a real rollback, and statements
+    outside a write transaction; the statements of a write transaction run in the loop's
+    thread, and a rollback with nothing to undo costs nothing."""
     trips: list[str] = []
     hand_off = aiosqlite.Connection._execute
 
@@ -151,7 +154,7 @@ async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
                 )
             ).all()
         assert [r[0] for r in rows] == ["a", "b"]
-        assert trips == ["BEGIN", "INSERT", "SELECT", "commit"]
+        assert trips == ["BEGIN", "commit"]
         trips.clear()
         async with make_read_sessions(engine)() as session:
             assert (
@@ -163,7 +166,7 @@ async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
             async with transaction(make_sessions(engine)) as session:
                 await (await session.connection()).execute(text("INSERT INTO note VALUES ('c')"))
                 raise RuntimeError("abandon")
-        assert trips == ["BEGIN", "INSERT", "rollback"]
+        assert trips == ["BEGIN", "rollback"]
         trips.clear()
         # A statement that did not report back may have left a transaction open: the
         # rollback then takes its trip, whatever the driver's flag said before.
@@ -174,6 +177,58 @@ async def test_sqlite_statements_cost_one_trip_to_the_driver_thread(
         async with engine.connect() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM note"))).scalar() == 2
     finally:
+        await engine.dispose()
+
+
+async def test_sqlite_a_failed_statement_of_a_write_transaction_undoes_it_all(
+    tmp_path: Path,
+) -> None:
+    """A statement run in the loop's thread fails as any other: SQLAlchemy's error, the
+    transaction rolled back, the connection fit for the next one."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'fail.db'}")
+    sessions = make_sessions(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE note (body TEXT UNIQUE)"))
+            await conn.execute(text("INSERT INTO note VALUES ('a')"))
+        with pytest.raises(IntegrityError):
+            async with transaction(sessions) as session:
+                connection = await session.connection()
+                await connection.execute(text("INSERT INTO note VALUES ('b')"))
+                await connection.execute(text("INSERT INTO note VALUES ('a')"))
+        async with transaction(sessions) as session:
+            await (await session.connection()).execute(text("INSERT INTO note VALUES ('c')"))
+        async with engine.connect() as conn:
+            bodies = (await conn.execute(text("SELECT body FROM note ORDER BY body"))).all()
+        assert [b[0] for b in bodies] == ["a", "c"]
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_the_loop_runs_on_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """BEGIN IMMEDIATE waits for the lock in the driver's thread, never in the loop's."""
+    path = tmp_path / "locked.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE note (body TEXT)"))
+        other.execute("BEGIN IMMEDIATE")  # what another relay process or the CLI may hold
+
+        async def write() -> None:
+            async with transaction(make_sessions(engine)) as session:
+                await (await session.connection()).execute(text("INSERT INTO note VALUES ('a')"))
+
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0.2)  # would not return until BEGIN gave up, were it in the loop
+        assert not writer.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(writer, timeout=10)
+        assert other.execute("SELECT count(*) FROM note").fetchone() == (1,)
+    finally:
+        other.close()
         await engine.dispose()
 
 
