@@ -8,12 +8,13 @@ microseconds of SQLite work per statement, the hand-offs were most of a statemen
 
 The cursor here runs execute, fetch-all and close as one function and keeps what it returns
 (description, rowcount, lastrowid, rows), and a rollback with no transaction open costs no
-trip. Only what may wait goes to the thread: BEGIN IMMEDIATE (another process may hold the
-write lock), COMMIT (fsync), a real rollback, and statements outside a write transaction
-(a reader's query may be long). The statements between BEGIN and COMMIT, which cannot wait
-in WAL mode, run in the event loop's thread: +22 % relayed messages per second (2 KB x 20,
-108 → 133 msg/s, same run). Everything else is SQLAlchemy's dialect unchanged.
-`storage.db.make_engine` selects it for `sqlite+aiosqlite` URLs; users still write that URL.
+trip. Only what may wait goes to the thread: COMMIT (fsync), a real rollback, statements
+outside a write transaction (a reader's query may be long), and BEGIN IMMEDIATE when another
+process holds the write lock. BEGIN when the lock is free, and the statements between BEGIN
+and COMMIT, which cannot wait in WAL mode, run in the event loop's thread: +22 % relayed
+messages per second for the statements (2 KB x 20, 108 → 133 msg/s, same run). Everything
+else is SQLAlchemy's dialect unchanged. `storage.db.make_engine` selects it for
+`sqlite+aiosqlite` URLs; users still write that URL.
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ def _execute_many(conn: sqlite3.Connection, operation: str, parameters: Any) -> 
         cursor.close()
 
 
+def _begin_if_free(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome | None:
+    """BEGIN IMMEDIATE if the write lock is free now; None, having waited for nothing, when
+    another connection holds it (the caller then waits for it in the driver's thread)."""
+    (patience,) = conn.execute("PRAGMA busy_timeout").fetchone()
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        return _execute(conn, operation, parameters)
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+            return None
+        raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(patience)}")
+
+
 async def _at_once(function: Any, conn: sqlite3.Connection, operation: str, parameters: Any) -> Any:
     return function(conn, operation, parameters)
 
@@ -84,9 +100,12 @@ class OneTripCursor:
         # Until the statement reports back (it may fail, or its caller be cancelled while it
         # runs), a transaction may be open: the next rollback must then really happen.
         adapt._may_be_open = True
+        outcome: _Outcome | None = None
         if adapt._holds_write_lock:
             outcome = self._run_here(function, operation, parameters)
-        else:
+        elif operation.startswith(_BEGIN_WRITE):
+            outcome = self._run_here(_begin_if_free, operation, parameters)
+        if outcome is None:
             try:
                 # aiosqlite's own way of running a function in its thread (_execute).
                 outcome = await_(
@@ -101,21 +120,21 @@ class OneTripCursor:
         self._rows = deque(rows)
         adapt._may_be_open = is_open
 
-    def _run_here(self, function: Any, operation: str, parameters: Any) -> _Outcome:
-        """A statement of a write transaction, run in the event loop's own thread.
+    def _run_here(self, function: Any, operation: str, parameters: Any) -> Any:
+        """Run a statement that cannot wait in the event loop's own thread.
 
         Once BEGIN IMMEDIATE has the write lock, nothing in a WAL database makes a
         statement wait: readers never block the writer, and the WAL is checkpointed at
-        COMMIT, which still goes to the driver's thread (it waits for fsync), as BEGIN does
-        (it may wait for another process's lock). A keyed read or an INSERT takes a few
-        dozen microseconds here; the trip to the thread and back took more than that."""
+        COMMIT, which still goes to the driver's thread (it waits for fsync). BEGIN itself
+        is tried here without waiting (`_begin_if_free`), and waits in the thread only when
+        another process holds the lock. A keyed read or an INSERT takes a few dozen
+        microseconds; the trip to the thread and back took more than that."""
         adapt = self._adapt_connection
         raw: sqlite3.Connection = self._connection._conn
         try:
             # Through await_ all the same, though the coroutine never suspends: SQLAlchemy's
             # AsyncConnection refuses a statement that made no await (AwaitRequired).
-            outcome: _Outcome = await_(_at_once(function, raw, operation, parameters))
-            return outcome
+            return await_(_at_once(function, raw, operation, parameters))
         except Exception as error:
             adapt._handle_exception(error)
         finally:
