@@ -15,7 +15,7 @@ from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
 from relay.masking import mask_addresses
 from relay.transport import Transport
 from storage import outbox
-from storage.bounces import suppressions_for
+from storage.bounces import suppressed_among
 from storage.db import SessionFactory, transaction
 from storage.models import OutboxItem
 from storage.tickets import event_row, record_events
@@ -107,7 +107,7 @@ class DeliveryWorker:
         """Deliver one batch; the number of rows it claimed (0: nothing was due)."""
         async with transaction(self.sessions) as session:
             items = await outbox.claim_due(session, self.concurrency, self.lease)
-            suppressed = await suppressions_for(session, [i.rcpt_to for i in items])
+            suppressed = await suppressed_among(session, [i.rcpt_to for i in items])
         if not items:
             return 0
         outcomes = await asyncio.gather(

@@ -47,11 +47,11 @@ from storage.rows import insert_row, insert_rows
 from storage.tickets import (
     FLEET,
     PARTNER,
+    TicketChanges,
     addressed_ticket,
     other_side,
     record_event,
     store_blob,
-    touch,
 )
 from storage.types import utcnow
 
@@ -109,6 +109,8 @@ class InboundContext:
     local_part: str
     alias: Alias | None = None
     bundle: TicketBundle | None = None
+    # What the steps change on the ticket, written by one UPDATE once they are done.
+    changes: TicketChanges | None = None
     sender: str | None = None
     dedup_key: str = ""
     disposition: str = FORWARDED
@@ -222,6 +224,8 @@ class InboundPipeline:
                     await step(ctx)
                     if ctx.done:
                         break
+                if ctx.changes is not None:
+                    await ctx.changes.write(session)
                 contexts.append(ctx)
         return contexts
 
@@ -233,6 +237,7 @@ class InboundPipeline:
         ctx.bundle = TicketBundle(
             found.ticket, found.trip, found.partner, found.fleet, found.aliases
         )
+        ctx.changes = TicketChanges(found.ticket)
 
     async def authorize(self, ctx: InboundContext) -> None:
         if not ctx.mail.parsed.from_header:
@@ -310,9 +315,8 @@ class InboundPipeline:
         event per episode."""
         ticket = ctx.ticket
         if ticket.attention is None:
-            assert ticket.id is not None
-            ticket.attention = attention[:200]
-            ctx.session.add(ticket)
+            assert ticket.id is not None and ctx.changes is not None
+            ctx.changes.set(attention=attention[:200])
             await record_event(ctx.session, ticket.id, event, ctx.side, via="email", **detail)
 
     async def hold_if_flooded(self, ctx: InboundContext) -> None:
@@ -352,8 +356,8 @@ class InboundPipeline:
             via="email",
             **{"from": CLOSED, "to": OPEN},
         )
-        ticket.status = OPEN
-        ticket.closed_at = None
+        assert ctx.changes is not None
+        ctx.changes.set(status=OPEN, closed_at=None)
 
     async def read(self, ctx: InboundContext) -> None:
         """The reply text apart from its quotes, the HTML made safe, all of it masked."""
@@ -444,7 +448,8 @@ class InboundPipeline:
         await insert_rows(ctx.session, Attachment, attachments)
         ctx.files = files
         ctx.message = message
-        touch(ctx.session, ticket)
+        assert ctx.changes is not None
+        ctx.changes.touch()
         detail: dict[str, object] = {"messageId": message.id}
         if not ctx.forwarding:
             detail["disposition"] = ctx.disposition
@@ -468,12 +473,10 @@ class InboundPipeline:
         ticket = ctx.ticket
         if not ctx.forwarding or ctx.side != FLEET or not name or ticket.agent_source == PARTNER:
             return
+        assert ctx.changes is not None
         if ticket.agent_name != name:
-            ticket.agent_name = name[:200]
-            ticket.agent_phone = None
-        ticket.agent_source = FLEET
-        ticket.agent_updated_at = utcnow()
-        ctx.session.add(ticket)
+            ctx.changes.set(agent_name=name[:200], agent_phone=None)
+        ctx.changes.set(agent_source=FLEET, agent_updated_at=utcnow())
 
     async def forward(self, ctx: InboundContext) -> None:
         if not ctx.forwarding:

@@ -12,6 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import RelaySecret, Suppression
 
+_SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+
 
 async def suppressions_for(
     session: AsyncSession, addresses: Iterable[str]
@@ -22,6 +24,17 @@ async def suppressions_for(
         return {}
     query = select(Suppression).where(col(Suppression.address).in_(wanted))
     return {row.address: row for row in (await session.exec(query)).all()}
+
+
+async def suppressed_among(session: AsyncSession, addresses: Iterable[str]) -> set[str]:
+    """Which of these addresses are suppressed, lower-cased: asked for every delivery
+    round, so one Core query for the addresses, not ORM entities."""
+    wanted = {a.lower() for a in addresses if a}
+    if not wanted:
+        return set()
+    query = select(_SUPPRESSION.c.address).where(_SUPPRESSION.c.address.in_(wanted))
+    result = await (await session.connection()).execute(query)
+    return set(result.scalars().all())
 
 
 async def suppress(

@@ -277,3 +277,78 @@ async def test_rows_written_at_once_get_their_ids_and_read_back_as_written(
     assert [f.name for f in fleets] == ["Cab Co", "Taxi", "Fleet 1", "Fleet 2"]
     assert all(f.allowed_senders == [] for f in fleets[1:])  # the model's default
     assert stored_blob is not None and stored_blob.data == b"\x00\xffbytes"
+
+
+async def test_ticket_changes_are_written_by_one_update_and_seen_at_once(
+    database: Database,
+) -> None:
+    """storage.tickets.TicketChanges: the instance shows each change as it is set, the
+    session never flushes the ticket itself, and one UPDATE at the end writes them all."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    from storage.models import Partner, Ticket, Trip
+    from storage.tickets import TicketChanges
+
+    engine = make_engine(database.url, database.schema)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement.split()[0].upper())
+
+    try:
+        await upgrade(engine)
+        sessions = make_sessions(engine)
+        async with transaction(sessions) as session:
+            partner = Partner(name="Acme", contact_email="desk@acme.example")
+            fleet = Fleet(name="Cab Co", support_email="desk@cab.example")
+            session.add_all([partner, fleet])
+            await session.flush()
+            assert partner.id is not None and fleet.id is not None
+            trip = Trip(
+                partner_id=partner.id,
+                partner_trip_id="T-1",
+                fleet_id=fleet.id,
+                pickup="Station",
+                dropoff="Airport",
+                scheduled_at=datetime.now(UTC),
+            )
+            session.add(trip)
+            await session.flush()
+            ticket = Ticket(
+                partner_id=partner.id,
+                trip_id=trip.id,
+                fleet_id=fleet.id,
+                subject="Umbrella",
+                contact_email="ops@acme.example",
+            )
+            session.add(ticket)
+        ticket_id = ticket.id
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        async with transaction(sessions) as session:
+            loaded = await session.get(Ticket, ticket_id)
+            assert loaded is not None
+            changes = TicketChanges(loaded)
+            changes.set(status="closed", attention="held")
+            changes.set(agent_name="Maria")
+            assert (loaded.status, loaded.attention, loaded.agent_name) == (
+                "closed",
+                "held",
+                "Maria",
+            )
+            with pytest.raises(TypeError, match="colour"):
+                changes.set(colour="red")
+            with pytest.raises(TypeError, match="id"):
+                changes.set(id=99)
+            assert not session.dirty  # nothing for the unit of work to flush
+            await changes.write(session)
+            await changes.write(session)  # nothing left: no second UPDATE
+        event.remove(engine.sync_engine, "before_cursor_execute", seen)
+        async with make_read_sessions(engine)() as session:
+            stored = await session.get(Ticket, ticket_id)
+    finally:
+        await engine.dispose()
+    assert statements.count("UPDATE") == 1
+    assert stored is not None
+    assert (stored.status, stored.attention, stored.agent_name) == ("closed", "held", "Maria")
