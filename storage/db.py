@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
@@ -11,6 +12,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,14 +33,55 @@ READ_ONLY = "relay_read_only"
 _WRITE_TURNS: WeakKeyDictionary[Any, asyncio.Lock] = WeakKeyDictionary()
 
 
-def make_engine(url: str, schema: str | None = None) -> AsyncEngine:
+# A pooled PostgreSQL connection idle at least this long is pinged before it is used.
+PING_AFTER_IDLE_SECONDS = 10.0
+
+
+def make_engine(
+    url: str, schema: str | None = None, *, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+) -> AsyncEngine:
     """Create the engine. SQLite gets the pragmas that make a commit survive a power cut."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
-    return create_async_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    engine = create_async_engine(url, connect_args=connect_args)
+    _ping_when_idle(engine, ping_after_idle)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
+    """Test a pooled connection before use only if it sat idle `after` seconds or more.
+
+    SQLAlchemy's pool_pre_ping tests every checkout, and asyncpg's ping is three round
+    trips (BEGIN, an empty query, ROLLBACK): at four checkouts per relayed reply that was
+    twelve round trips each message waited for. A connection in steady use is known to be
+    alive; one that sat idle may have been closed by a server restart or an idle timeout on
+    the way. A ping that fails makes the pool discard the connection and take a new one
+    (DisconnectionError), so the caller never sees it. A connection that dies within
+    `after` seconds of its last use fails its statement once; the pool then replaces every
+    connection it holds."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) < after:
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as error:
+            raise DisconnectionError("the pooled connection did not answer a ping") from error
+
+
+_IDLE_SINCE = "relay_idle_since"
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:

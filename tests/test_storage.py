@@ -13,10 +13,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import col, select
 
+from bench.common import pg_execute
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
 from storage.migrate import upgrade
 from storage.models import Fleet
-from tests.conftest import Database
+from tests.conftest import PG_URL, Database
 
 
 async def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
@@ -352,3 +353,37 @@ async def test_ticket_changes_are_written_by_one_update_and_seen_at_once(
     assert statements.count("UPDATE") == 1
     assert stored is not None
     assert (stored.status, stored.attention, stored.agent_name) == ("closed", "held", "Maria")
+
+
+if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent otherwise
+
+    async def test_postgresql_pings_only_connections_that_sat_idle(
+        database: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """storage.db._ping_when_idle: a connection in steady use is not pinged (asyncpg's
+        ping is three round trips); one idle past the threshold is, and if its server
+        process is gone the pool replaces it without the caller noticing."""
+        from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+
+        pings: list[int] = []
+        ping = AsyncAdapt_asyncpg_connection.ping
+
+        def counted(self: AsyncAdapt_asyncpg_connection) -> None:
+            pings.append(1)
+            ping(self)
+
+        monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counted)
+        engine = make_engine(database.url, database.schema, ping_after_idle=0.5)
+        backend = text("SELECT pg_backend_pid()")
+        try:
+            for _ in range(5):
+                async with engine.connect() as conn:
+                    first = (await conn.execute(backend)).scalar()
+            assert pings == []  # five checkouts in quick succession: no ping
+            await pg_execute(PG_URL, f"SELECT pg_terminate_backend({first})")
+            await asyncio.sleep(0.6)
+            async with engine.connect() as conn:
+                second = (await conn.execute(backend)).scalar()
+            assert len(pings) == 1 and second != first
+        finally:
+            await engine.dispose()
