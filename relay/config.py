@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(
         default=None, description="PostgreSQL schema (search_path) holding the relay's tables."
     )
+    # Database connections one relay process keeps open, and how many more it may open
+    # under load (closed again when returned). Every SMTP transaction and API write holds
+    # one while it runs: with fewer kept than that, connections were opened and closed
+    # all the time (on PostgreSQL each is a new server process). Mind the server's
+    # max_connections: processes x (pool size + overflow).
+    database_pool_size: int = Field(default=20, ge=1)
+    database_max_overflow: int = Field(default=10, ge=0)
     domain: str = "relay.localhost"
     http_host: str = "127.0.0.1"
     http_port: int = 8080

@@ -27,6 +27,7 @@ from relay.transport import Transport, make_transport
 from relay.wakeup import OutboxListener
 from storage.bounces import relay_secret
 from storage.db import (
+    PoolSize,
     SessionFactory,
     make_engine,
     make_read_sessions,
@@ -83,7 +84,11 @@ class Relay:
 
     def __init__(self, settings: Settings, *, transport: Transport | None = None) -> None:
         self.settings = settings
-        self.engine: AsyncEngine = make_engine(settings.database_url, settings.database_schema)
+        self.engine: AsyncEngine = make_engine(
+            settings.database_url,
+            settings.database_schema,
+            pool=PoolSize(settings.database_pool_size, settings.database_max_overflow),
+        )
         self.sessions: SessionFactory = make_sessions(self.engine)
         # For code that only reads (lookups, GETs): never waits for SQLite's write lock.
         self.reads: SessionFactory = make_read_sessions(self.engine)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -37,16 +38,30 @@ _WRITE_TURNS: WeakKeyDictionary[Any, asyncio.Lock] = WeakKeyDictionary()
 PING_AFTER_IDLE_SECONDS = 10.0
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    """Connections kept open, and how many more may be opened under load (SQLAlchemy's
+    pool_size and max_overflow)."""
+
+    kept: int = 20
+    overflow: int = 10
+
+
 def make_engine(
-    url: str, schema: str | None = None, *, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+    url: str,
+    schema: str | None = None,
+    *,
+    pool: PoolSize = PoolSize(),
+    ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
 ) -> AsyncEngine:
     """Create the engine. SQLite gets the pragmas that make a commit survive a power cut."""
+    sizes = {"pool_size": pool.kept, "max_overflow": pool.overflow}
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, sizes)
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
-    engine = create_async_engine(url, connect_args=connect_args)
+    engine = create_async_engine(url, connect_args=connect_args, **sizes)
     _ping_when_idle(engine, ping_after_idle)
     return engine
 
@@ -84,13 +99,13 @@ def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
 _IDLE_SINCE = "relay_idle_since"
 
 
-def _sqlite_engine(url: str) -> AsyncEngine:
+def _sqlite_engine(url: str, sizes: dict[str, int]) -> AsyncEngine:
     _ensure_sqlite_dir(url)
     parsed = make_url(url)
     if parsed.drivername == "sqlite+aiosqlite":
         # The same driver, one thread hand-off per statement instead of four.
         parsed = parsed.set(drivername=sqlite_driver.DRIVER_NAME)
-    engine = create_async_engine(parsed, connect_args={"timeout": 30})
+    engine = create_async_engine(parsed, connect_args={"timeout": 30}, **sizes)
     _WRITE_TURNS[engine.sync_engine] = asyncio.Lock()
 
     @event.listens_for(engine.sync_engine, "connect")

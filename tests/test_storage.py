@@ -387,3 +387,22 @@ if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent ot
             assert len(pings) == 1 and second != first
         finally:
             await engine.dispose()
+
+
+async def test_the_relay_keeps_as_many_connections_as_configured(database: Database) -> None:
+    """RELAY_DATABASE_POOL_SIZE / _MAX_OVERFLOW reach the relay's engine; 0 kept is refused.
+    Too few kept made PostgreSQL fork a server process for most SMTP transactions."""
+    from pydantic import ValidationError
+
+    from relay.config import Settings
+    from tests.harness import live_relay
+
+    async with live_relay(
+        database.url, database.schema, database_pool_size=7, database_max_overflow=3
+    ) as live:
+        pool = live.relay.engine.sync_engine.pool
+        assert (pool.size(), pool._max_overflow) == (7, 3)  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError, match="database_pool_size"):
+        Settings(database_pool_size=0)
+    with pytest.raises(ValidationError, match="database_max_overflow"):
+        Settings(database_max_overflow=-1)
