@@ -28,10 +28,10 @@ from api.schemas import (
     TicketQuery,
     TicketUpdate,
 )
-from api.views import message_of_ticket, page_summaries, ticket_detail
+from api.views import message_of_ticket, opened_detail, page_summaries, ticket_detail
 from relay.config import Settings
 from relay.errors import InvalidInput, NotFound
-from relay.tickets import NewMessage, NewTicket, TicketChanges
+from relay.tickets import NewMessage, NewTicket, OpenedTicket, TicketChanges
 from storage.catalog import category_family
 from storage.history import TicketFilter, search_tickets
 from storage.models import Partner, Trip
@@ -74,9 +74,10 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
     )
     built: list[Response] = []
 
-    async def answer(session: AsyncSession, ticket_id: int) -> None:
-        location = f"/v1/support/tickets/{ticket_id}"
-        built.append(await created(session, partner, ticket_id, location, idempotency))
+    async def answer(session: AsyncSession, opened: OpenedTicket) -> None:
+        location = f"/v1/support/tickets/{opened.ticket.id}"
+        body = (await opened_detail(session, opened)).dump()
+        built.append(await respond(idempotency, session, body, location=location))
 
     async def create() -> Response:
         await relay.tickets.open_ticket(partner, trip, new, within=answer)
@@ -85,21 +86,18 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
     return await once(idempotency, relay.reads, create)
 
 
-async def created(
+async def message_created(
     session: AsyncSession,
     partner: Partner,
     ticket_id: int,
+    message_id: int,
     location: str,
     idempotency: Idempotency | None,
-    message_id: int | None = None,
 ) -> Response:
-    """The 201 for a new ticket (or one of its messages), built and recorded in the creating
-    transaction: a replay returns these very bytes."""
+    """The 201 for a new message of a ticket, built and recorded in the creating transaction:
+    a replay returns these very bytes."""
     assert partner.id is not None
-    if message_id is None:
-        body = (await ticket_detail(session, partner.id, ticket_id)).dump()
-    else:
-        body = (await message_of_ticket(session, partner.id, ticket_id, message_id)).dump()
+    body = (await message_of_ticket(session, partner.id, ticket_id, message_id)).dump()
     return await respond(idempotency, session, body, location=location)
 
 
@@ -173,7 +171,9 @@ async def add_message(request: Request) -> Response:
     location = f"/v1/support/tickets/{ticket_id}"
 
     async def answer(session: AsyncSession, message_id: int) -> None:
-        response = await created(session, partner, ticket_id, location, idempotency, message_id)
+        response = await message_created(
+            session, partner, ticket_id, message_id, location, idempotency
+        )
         built.append(response)
 
     async def create() -> Response:

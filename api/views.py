@@ -3,6 +3,8 @@ built inside the transaction that created what it shows)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.schemas import (
@@ -19,10 +21,11 @@ from api.schemas import (
     TicketReachability,
 )
 from relay.errors import NotFound
+from relay.tickets import OpenedTicket
 from storage.bounces import suppressions_for
 from storage.catalog import tags_of
 from storage.history import TicketPage
-from storage.models import Message, Ticket
+from storage.models import Attachment, Message, Ticket, TicketEvent
 from storage.tickets import conversation, events_of, ticket_attachments, ticket_heading
 
 
@@ -74,13 +77,37 @@ async def ticket_detail(session: AsyncSession, partner_id: int, ticket_id: int) 
     files = await ticket_attachments(session, ticket_id)
     events = await events_of(session, ticket_id)
     reachability = await _reachability(session, heading.fleet.support_email, ticket.contact_email)
+    return _detail(summary, heading.fleet.name, reachability, messages, files, events)
+
+
+async def opened_detail(session: AsyncSession, opened: OpenedTicket) -> TicketDetail:
+    """A ticket just opened, as `ticket_detail` would read it back in the same transaction,
+    from what opening it wrote: only reachability is read."""
+    ticket, fleet = opened.ticket, opened.bundle.fleet
+    summary = _public(
+        ticket, opened.bundle.trip.partner_trip_id, opened.category_title, opened.tag_ids
+    )
+    reachability = await _reachability(session, fleet.support_email, ticket.contact_email)
+    # ticket_attachments' order: oldest upload first.
+    files = sorted(opened.attachments, key=lambda f: f.created_at)
+    return _detail(summary, fleet.name, reachability, [opened.message], files, opened.events)
+
+
+def _detail(
+    summary: TicketPublic,
+    fleet_name: str,
+    reachability: TicketReachability,
+    messages: Sequence[Message],
+    files: Sequence[Attachment],
+    events: Sequence[TicketEvent],
+) -> TicketDetail:
     files_by_message: dict[int, list[str]] = {}
     for file in files:
         if file.message_id is not None:
             files_by_message.setdefault(file.message_id, []).append(file.id)
     return TicketDetail(
         **summary.model_dump(),
-        fleet_name=heading.fleet.name,
+        fleet_name=fleet_name,
         reachability=reachability,
         conversation=[message_public(m, files_by_message.get(m.id or 0, [])) for m in messages],
         attachments=[AttachmentPublic.model_validate(f) for f in files],

@@ -19,12 +19,13 @@ from relay.threads import threading_for
 from storage.catalog import set_ticket_tags, tags_of, usable_category, usable_tags
 from storage.db import SessionFactory, transaction
 from storage.history import open_ticket_counts, session_ticket
-from storage.models import Attachment, Message, Partner, Ticket, Trip
+from storage.models import Attachment, Message, Partner, Ticket, TicketEvent, Trip
 from storage.rows import insert_row
 from storage.tickets import (
     FLEET,
     PARTNER,
     add_aliases,
+    add_event,
     claim_upload,
     claimable_uploads,
     record_event,
@@ -73,9 +74,28 @@ class OpenLimits:
     per_partner: int = 10_000
 
 
+@dataclass(frozen=True)
+class OpenedTicket:
+    """Everything opening a ticket wrote, as written: the 201 is built from it instead of
+    reading the ticket back (six queries, a third of a creation's CPU)."""
+
+    bundle: TicketBundle
+    message: Message
+    # The uploads the first message claimed, as now stored.
+    attachments: list[Attachment]
+    events: list[TicketEvent]
+    category_title: str | None
+    tag_ids: list[int]
+
+    @property
+    def ticket(self) -> Ticket:
+        return self.bundle.ticket
+
+
 # Called inside the creating transaction with the new row's id, so the caller can write
 # what must commit with it (the idempotency record and the exact response it replays).
 Within = Callable[[AsyncSession, int], Awaitable[None]]
+OpenedWithin = Callable[[AsyncSession, OpenedTicket], Awaitable[None]]
 # The same for an order session, told whether the ticket was created or already open.
 SessionWithin = Callable[[AsyncSession, int, bool], Awaitable[None]]
 
@@ -97,18 +117,19 @@ class TicketService:
         self.limits = limits or OpenLimits()
 
     async def open_ticket(
-        self, partner: Partner, trip: Trip, new: NewTicket, within: Within | None = None
+        self, partner: Partner, trip: Trip, new: NewTicket, within: OpenedWithin | None = None
     ) -> int:
         """Create the ticket, its aliases, first message and the fleet's email; return its id."""
         contact = self._contact(partner, new)
         async with transaction(self.sessions) as session:
-            await _check_classification(session, new.category_id, new.tag_ids)
+            title = await _check_classification(session, new.category_id, new.tag_ids)
             await self._check_open_limits(session, partner, trip.id)
-            ticket_id = await self._create(session, partner, trip, new, contact)
+            opened = await self._create(session, partner, trip, new, contact, title)
             if within is not None:
-                await within(session, ticket_id)
+                await within(session, opened)
         self.notify()
-        return ticket_id
+        assert opened.ticket.id is not None
+        return opened.ticket.id
 
     async def open_session(
         self, partner: Partner, trip: Trip, new: NewTicket, within: SessionWithin
@@ -125,7 +146,8 @@ class TicketService:
                 await within(session, current.id, False)
                 return current.id, False
             await self._check_open_limits(session, partner, trip.id, locked=True)
-            ticket_id = await self._create(session, partner, trip, new, contact)
+            ticket_id = (await self._create(session, partner, trip, new, contact)).ticket.id
+            assert ticket_id is not None
             await within(session, ticket_id, True)
         self.notify()
         return ticket_id, True
@@ -140,8 +162,14 @@ class TicketService:
         return contact
 
     async def _create(
-        self, session: AsyncSession, partner: Partner, trip: Trip, new: NewTicket, contact: str
-    ) -> int:
+        self,
+        session: AsyncSession,
+        partner: Partner,
+        trip: Trip,
+        new: NewTicket,
+        contact: str,
+        category_title: str | None = None,
+    ) -> OpenedTicket:
         assert partner.id is not None
         uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
         ticket = Ticket(
@@ -175,8 +203,11 @@ class TicketService:
             comment=message.body,
             attachments=files,
         )
-        await record_event(session, ticket.id, "ticket.created", "partner", via="api")
-        return ticket.id
+        created = await add_event(session, ticket.id, "ticket.created", "partner", via="api")
+        claimed = list({id(uploads[t]): uploads[t] for t in new.attachment_tokens}.values())
+        return OpenedTicket(
+            bundle, message, claimed, [created], category_title, sorted(set(new.tag_ids))
+        )
 
     async def _check_open_limits(
         self, session: AsyncSession, partner: Partner, trip_id: str, *, locked: bool = False
@@ -441,11 +472,13 @@ async def _check_classification(
     category_id: int | None,
     tag_ids: Sequence[int],
     sent_tags: Sequence[int] | None = None,
-) -> None:
+) -> str | None:
     """A category or tags being newly given must exist and not be archived; each miss is its
-    own field error, named by its index in the tags the client sent (`sent_tags`)."""
+    own field error, named by its index in the tags the client sent (`sent_tags`). Returns
+    the category's name."""
     errors: dict[str, str] = {}
-    if category_id is not None and await usable_category(session, category_id) is None:
+    category = None if category_id is None else await usable_category(session, category_id)
+    if category_id is not None and category is None:
         errors["category"] = f"No category with id {category_id}; see GET /v1/support/categories."
     known = await usable_tags(session, tag_ids)
     checked = set(tag_ids)
@@ -454,6 +487,7 @@ async def _check_classification(
             errors[f"tags[{index}]"] = f"No tag with id {tag_id}; see GET /v1/support/tags."
     if errors:
         raise InvalidInput(errors)
+    return None if category is None else category.name
 
 
 async def _retag(

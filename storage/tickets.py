@@ -251,6 +251,13 @@ async def record_event(
     await record_events(session, [event_row(ticket_id, kind, actor, **detail)])
 
 
+async def add_event(
+    session: AsyncSession, ticket_id: int, kind: str, actor: str, **detail: Any
+) -> TicketEvent:
+    """`record_event`, returning the event as written (with its id) for a response."""
+    return await insert_row(session, TicketEvent, **event_row(ticket_id, kind, actor, **detail))
+
+
 async def store_blob(session: AsyncSession, data: bytes) -> Blob:
     return await insert_row(session, Blob, data=data)
 

@@ -405,6 +405,44 @@ async def test_ticket_detail_has_conversation_attachments_and_events(live: LiveR
         assert hidden not in response.text.lower()
 
 
+async def test_the_201_of_a_new_ticket_is_what_reading_it_back_shows(live: LiveRelay) -> None:
+    """The POST builds its body from what it wrote (api.views.opened_detail), GET reads the
+    database: category, tags, uploads, a suppressed contact and times must come out the
+    same. Events recorded later (the delivery's) may follow those the POST showed."""
+    from storage.bounces import suppress
+    from storage.db import transaction
+
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    category = await live.add_category("Lost property")
+    tags = [(await live.add_tag(n, n.lower()))["id"] for n in ("Urgent", "VIP")]
+    tokens = [
+        (await upload(live, acc, data, name)).json()["resourceToken"]
+        for data, name in ((b"first", "a.txt"), (b"second file", "b.txt"))
+    ]
+    async with transaction(live.relay.sessions) as session:  # bounced before
+        await suppress(session, "ops@acme.example", status="5.1.1", diagnostic=None, outbox_id=None)
+    created = await live.open_ticket(
+        acc,
+        comment="Two files.",
+        attachments=list(reversed(tokens)),
+        category=category["id"],
+        tags=list(reversed(tags)),
+        contactEmail="ops@acme.example",
+        callbackPhone="+44 20 7946 0000",
+        priority="high",
+    )
+    detail = await live.ticket(acc, created["id"])
+    assert created["reachability"]["partner"]["reachable"] is False
+    assert created["categoryTitle"] == "Lost property" and created["tags"] == sorted(tags)
+    assert [a["filename"] for a in created["attachments"]] == ["a.txt", "b.txt"]
+    shown = len(created["events"])
+    assert shown == 1 and detail["events"][:shown] == created["events"]
+    assert {k: v for k, v in detail.items() if k != "events"} == {
+        k: v for k, v in created.items() if k != "events"
+    }
+
+
 async def test_other_partners_ticket_is_indistinguishable_from_none(live: LiveRelay) -> None:
     acc = await live.accounts()
     await live.put_trip(acc)
