@@ -172,7 +172,10 @@ class TicketService:
     ) -> OpenedTicket:
         assert partner.id is not None
         uploads = await _uploads_or_404(session, partner.id, new.attachment_tokens)
-        ticket = Ticket(
+        # A Core INSERT (storage.rows): the ticket is not changed again in this transaction.
+        ticket = await insert_row(
+            session,
+            Ticket,
             partner_id=partner.id,
             trip_id=trip.id,
             fleet_id=trip.fleet_id,
@@ -182,8 +185,6 @@ class TicketService:
             priority=new.priority,
             callback_phone=new.callback_phone,
         )
-        session.add(ticket)
-        await session.flush()
         assert ticket.id is not None
         await add_aliases(session, ticket.id)
         await set_ticket_tags(session, ticket.id, [], new.tag_ids)
