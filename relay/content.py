@@ -43,6 +43,8 @@ class Masker:
 
     def __call__(self, value: str, *, whole: bool = True) -> str:
         value = mask_addresses(value, self.addresses, self.alias, whole=whole)
+        if "%40" not in value:  # no percent-encoded address can be in it
+            return value
         for address in self.addresses:
             encoded = quote(address, safe="")
             if encoded != address:

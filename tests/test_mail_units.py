@@ -30,6 +30,17 @@ def test_mask_handles_quoted_reply_headers() -> None:
     assert "fleet.example" not in masked and masked.count("a@r.test") == 2
 
 
+def test_masker_finds_an_address_written_only_percent_encoded() -> None:
+    """A mailto: link made from HTML may carry the address with no "@" in the text at all:
+    the plain-address scan is skipped then, the percent-encoded one is not."""
+    from relay.content import Masker
+
+    masker = Masker(["Dispatch@Fleet.example"], "a@r.test")
+    masked = masker("Write to <mailto:dispatch%40fleet.example> or DISPATCH%40FLEET.EXAMPLE")
+    assert masked == "Write to <mailto:a%40r.test> or a%40r.test"
+    assert masker("No address here.") == "No address here."
+
+
 @pytest.mark.parametrize(
     "header",
     [
