@@ -16,10 +16,10 @@ import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from relay.auth_verdict import AuthVerdict, unavailable_verdict
-from relay.dkim_check import MAX_DKIM_SIGNATURES, check_dkim
+from relay.dkim_check import MAX_DKIM_SIGNATURES, check_dkim, is_signed
 from relay.dmarc_check import DmarcOutcome, check_dmarc, identifiers_aligned, public_suffixes
 from relay.dns import Resolver
 from relay.domain_names import ascii_domain, is_hostname
@@ -30,6 +30,16 @@ from relay.trusted_front_results import trusted_results, verdict_from_results
 __all__ = ["AuthVerdict", "Authenticator"]
 
 log = logging.getLogger(__name__)
+
+
+_T = TypeVar("_T")
+
+
+def _resolved(value: _T) -> asyncio.Future[_T]:
+    """An outcome known at once, awaited beside the checks that run in threads."""
+    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
 
 
 def _normal_ip(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -116,9 +126,12 @@ class Authenticator:
                 asyncio.to_thread(check_spf, scope, str(address), sender, helo)
             )
         # The message exactly as received: a signature's h= may cover Authentication-Results
-        # or Received-SPF fields, and DKIM verification never reads their contents.
-        dkim_task = asyncio.ensure_future(
+        # or Received-SPF fields, and DKIM verification never reads their contents. An
+        # unsigned message has nothing to verify: it needs no trip to a thread.
+        dkim_task: asyncio.Future[tuple[str, tuple[str, ...]]] = asyncio.ensure_future(
             asyncio.to_thread(check_dkim, scope, raw, self.max_dkim_signatures)
+            if is_signed(raw)
+            else _resolved(("none", ()))
         )
         pending_tasks: set[asyncio.Future[Any]] = {dkim_task}
         if spf_task is not None:
