@@ -279,7 +279,9 @@ async def run_case(
     relays = [t for t in all_targets if t.pool is not None]
     for target in all_targets:
         await warm_up(smtp_source_bin, target, case, cfg.drain_timeout)
-        profiled = bool(relays) and target is relays[0] and case.key == HEADLINE_CASE
+        # The headline case, or whatever single case the run was asked for.
+        headline = case.key == HEADLINE_CASE or len(cfg.cases) == 1
+        profiled = bool(relays) and target is relays[0] and headline
         results.append(await measure_throughput(cfg, smtp_source_bin, case, target, profiled))
         print(
             f"  {case.label:<11} {target.name:<17} {results[-1].e2e_rate:8.1f} msg/s "
@@ -465,7 +467,11 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
         "--pg-url", default=DEFAULT_PG, help="a server to CREATE/DROP the run's own database on"
     )
     parser.add_argument("--drain-timeout", type=float, default=300.0)
-    parser.add_argument("--py-spy", type=Path, help="profile the first relay in 2 KB x 20 to FILE")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="profile the first relay in 2 KB x 20 (or the run's only case) to FILE",
+    )
     parser.add_argument(
         "--processes", type=int, default=1, help="relay processes (RELAY_PROCESSES), e.g. cores"
     )
