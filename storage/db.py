@@ -36,6 +36,8 @@ _WRITE_TURNS: WeakKeyDictionary[Any, asyncio.Lock] = WeakKeyDictionary()
 
 # A pooled PostgreSQL connection idle at least this long is pinged before it is used.
 PING_AFTER_IDLE_SECONDS = 10.0
+# Where a pooled connection's record keeps when it was last returned (time.monotonic).
+_IDLE_SINCE = "relay_idle_since"
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,6 @@ def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
             dbapi_conn.ping()
         except Exception as error:
             raise DisconnectionError("the pooled connection did not answer a ping") from error
-
-
-_IDLE_SINCE = "relay_idle_since"
 
 
 def _sqlite_engine(url: str, sizes: dict[str, int]) -> AsyncEngine:

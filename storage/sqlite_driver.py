@@ -82,7 +82,8 @@ async def _at_once(function: Any, conn: sqlite3.Connection, operation: str, para
 
 
 class OneTripCursor:
-    """A buffered DB-API cursor whose statements each cost one trip to the driver thread."""
+    """A buffered DB-API cursor whose statements each cost one trip to the driver thread at
+    most, and none inside a write transaction (`_run_here`)."""
 
     server_side = False
 
