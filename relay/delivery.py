@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from sqlalchemy.exc import DBAPIError
+
 from relay.bounces import BounceAddresses
 from relay.errors import PermanentDeliveryError, TemporaryDeliveryError
 from relay.masking import mask_addresses
@@ -156,7 +158,20 @@ class DeliveryWorker:
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         """Every outcome of a batch in one transaction (one commit, one fsync, not one per
         message). Should the process die before it commits, the batch's rows stay leased
-        and are sent again when the lease runs out: at least once, never lost."""
+        and are sent again when the lease runs out: at least once, never lost.
+
+        A connection the database dropped (a restart while the round was sending) is tried
+        once more on a fresh one: the pool tests only connections that sat idle, and a
+        round that cannot record its 250s would send them all again."""
+        try:
+            await self._record_once(outcomes)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            log.warning("recording a delivery round again: the database connection was lost")
+            await self._record_once(outcomes)
+
+    async def _record_once(self, outcomes: Sequence[Outcome]) -> None:
         settlements: list[outbox.Settlement] = []
         events: list[dict[str, Any]] = []
         async with transaction(self.sessions) as session:

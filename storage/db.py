@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -75,10 +75,11 @@ def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
     trips (BEGIN, an empty query, ROLLBACK): at four checkouts per relayed reply that was
     twelve round trips each message waited for. A connection in steady use is known to be
     alive; one that sat idle may have been closed by a server restart or an idle timeout on
-    the way. A ping that fails makes the pool discard the connection and take a new one
-    (DisconnectionError), so the caller never sees it. A connection that dies within
-    `after` seconds of its last use fails its statement once; the pool then replaces every
-    connection it holds."""
+    the way. A connection the server closed (a restart) is known without a round trip:
+    asyncpg saw its socket close. Either way the pool discards its connections and opens a
+    new one (InvalidatePoolError), so the caller never sees it. A connection cut silently
+    within `after` seconds of its last use (a network drop without a reset) fails its
+    statement once; the pool then replaces every connection it holds."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(_dbapi_conn: DBAPIConnection, record: ConnectionPoolEntry) -> None:
@@ -90,17 +91,25 @@ def _ping_when_idle(engine: AsyncEngine, after: float) -> None:
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        # Every connection opened before a dead one is likely gone too (a restart): the
+        # pool replaces them all, not only this one.
+        if dbapi_conn.driver_connection.is_closed():
+            # The server closed it (a restart, pg_terminate_backend): asyncpg saw the socket
+            # close, so this costs no round trip.
+            raise InvalidatePoolError("the server closed a pooled connection")
         if time.monotonic() - record.info.get(_IDLE_SINCE, 0.0) < after:
             return
         try:
             dbapi_conn.ping()
         except Exception as error:
-            raise DisconnectionError("the pooled connection did not answer a ping") from error
+            raise InvalidatePoolError("a pooled connection did not answer a ping") from error
 
 
 def _sqlite_engine(url: str, sizes: dict[str, int]) -> AsyncEngine:
     _ensure_sqlite_dir(url)
     parsed = make_url(url)
+    if parsed.database in (None, "", ":memory:"):
+        sizes = {}  # one connection holds an in-memory database: SQLAlchemy's static pool
     if parsed.drivername == "sqlite+aiosqlite":
         # The same driver, one thread hand-off per statement instead of four.
         parsed = parsed.set(drivername=sqlite_driver.DRIVER_NAME)

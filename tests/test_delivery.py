@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import col, select
 
+from bench.common import pg_execute
 from relay.config import SMTPOutbound
 from relay.delivery import DeliveryWorker, RetryPolicy
 from relay.sink import MailSink, free_port
@@ -16,7 +17,7 @@ from storage import outbox
 from storage.db import make_engine, make_sessions, transaction
 from storage.models import OutboxItem
 from storage.types import utcnow
-from tests.conftest import Database
+from tests.conftest import PG_URL, Database
 from tests.harness import FLEET_INBOX, LiveRelay, live_relay
 
 
@@ -297,3 +298,47 @@ async def test_a_round_that_empties_the_queue_is_not_followed_by_an_empty_claim(
         finally:
             event.remove(engine, "before_cursor_execute", count)
         assert len(claims) == 1
+
+
+if PG_URL:  # a database restart: PostgreSQL only, collected in its run
+
+    async def test_a_round_records_its_250s_after_the_database_dropped_its_connections(
+        live: LiveRelay,
+    ) -> None:
+        """The pool pings only connections that sat idle (storage.db._ping_when_idle). When
+        the database drops every connection while a round is sending, recording the round
+        must not fail on a dead one: the rows would stay leased and be sent again."""
+        from aiosmtpd.smtp import SMTP, Envelope, Session
+
+        from relay.sink import SinkHandler
+
+        class Gated(SinkHandler):
+            """Holds every DATA until `gate` opens."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.gate = asyncio.Event()
+                self.waiting = asyncio.Event()
+
+            async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+                self.waiting.set()
+                await self.gate.wait()
+                return await super().handle_DATA(server, session, envelope)
+
+        acc = await live.accounts()
+        await live.put_trip(acc)
+        gated = Gated()
+        live.sink.handler = gated  # before the worker's first connection to the sink
+        ticket = await live.open_ticket(acc)
+        await asyncio.wait_for(gated.waiting.wait(), timeout=15)
+        # What a restart does to the relay's connections, the sink still holding the 250.
+        await pg_execute(
+            PG_URL,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        await asyncio.sleep(0.5)  # the server processes exit and close their sockets
+        gated.gate.set()
+        [sent] = await live.events(acc, ticket["id"], "delivery.sent")
+        assert sent["detail"]["to"] == "fleet"
+        assert len(gated.for_rcpt(FLEET_INBOX)) == 1

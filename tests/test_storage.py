@@ -361,8 +361,8 @@ if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent ot
         database: Database, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """storage.db._ping_when_idle: a connection in steady use is not pinged (asyncpg's
-        ping is three round trips); one idle past the threshold is, and if its server
-        process is gone the pool replaces it without the caller noticing."""
+        ping is three round trips); one the server closed is replaced without a ping or an
+        error; one idle past the threshold is pinged."""
         from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
 
         pings: list[int] = []
@@ -373,7 +373,7 @@ if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent ot
             ping(self)
 
         monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", counted)
-        engine = make_engine(database.url, database.schema, ping_after_idle=0.5)
+        engine = make_engine(database.url, database.schema, ping_after_idle=1.0)
         backend = text("SELECT pg_backend_pid()")
         try:
             for _ in range(5):
@@ -381,10 +381,14 @@ if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent ot
                     first = (await conn.execute(backend)).scalar()
             assert pings == []  # five checkouts in quick succession: no ping
             await pg_execute(PG_URL, f"SELECT pg_terminate_backend({first})")
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.3)  # the server process exits and closes the socket
             async with engine.connect() as conn:
                 second = (await conn.execute(backend)).scalar()
-            assert len(pings) == 1 and second != first
+            assert second != first and pings == []  # known closed: replaced, no round trip
+            await asyncio.sleep(1.1)
+            async with engine.connect() as conn:
+                third = (await conn.execute(backend)).scalar()
+            assert third == second and len(pings) == 1  # idle past the threshold: pinged
         finally:
             await engine.dispose()
 
