@@ -89,7 +89,7 @@ async def opened_detail(session: AsyncSession, opened: OpenedTicket) -> TicketDe
     )
     reachability = await _reachability(session, fleet.support_email, ticket.contact_email)
     # ticket_attachments' order: oldest upload first.
-    files = sorted(opened.attachments, key=lambda f: f.created_at)
+    files = sorted(opened.attachments, key=lambda f: (f.created_at, f.id))
     return _detail(summary, fleet.name, reachability, [opened.message], files, opened.events)
 
 

@@ -8,6 +8,7 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import IdempotencyRecord
+from storage.sqlite_driver import OFF_LOOP
 from storage.types import utcnow
 
 
@@ -34,7 +35,7 @@ async def forget_expired(session: AsyncSession, owner: str, key: str) -> None:
 
 
 async def purge_expired(session: AsyncSession, now: datetime) -> int:
-    result = await session.exec(
-        delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now)
-    )
+    # Any number of rows with their response bodies: not on the event loop (SQLite).
+    expired = delete(IdempotencyRecord).where(col(IdempotencyRecord.expires_at) <= now)
+    result = await session.exec(expired.execution_options(**{OFF_LOOP: True}))
     return int(result.rowcount or 0)

@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.models import OutboxItem
 from storage.rows import insert_row
+from storage.sqlite_driver import OFF_LOOP
 from storage.types import UTCDateTime, utcnow
 
 PENDING = "pending"
@@ -106,7 +107,9 @@ def _claim_statement() -> Any:
 
 # One statement claims a round (UPDATE … RETURNING): no SELECT of ids before it, no SELECT of
 # the rows after it. Built once with bound parameters.
-_CLAIM = _claim_statement()
+# It returns a round's messages, up to delivery_concurrency of them at their full size: on
+# SQLite it runs in the driver's thread, not on the event loop (storage.sqlite_driver).
+_CLAIM = _claim_statement().execution_options(**{OFF_LOOP: True})
 
 
 async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list[OutboxItem]:

@@ -36,6 +36,12 @@ DRIVER_NAME = "sqlite+relay_aiosqlite"
 
 # How storage.db begins every write transaction.
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
+# Execution option for a statement of a write transaction that may take long (it returns
+# or deletes many rows or large values): it runs in the driver's thread all the same.
+OFF_LOOP = "relay_off_loop"
+# A statement binding a value larger than this runs in the driver's thread too: copying
+# megabytes into the WAL on the loop would stall every other connection.
+INLINE_MAX_VALUE = 64 * 1024
 
 # What one statement leaves behind: description, rowcount, lastrowid, rows, and whether a
 # transaction is open after it (read in the driver's thread, where it cannot be mid-change).
@@ -70,11 +76,25 @@ def _begin_if_free(conn: sqlite3.Connection, operation: str, parameters: Any) ->
     try:
         return _execute(conn, operation, parameters)
     except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+        # The primary code: SQLITE_BUSY_RECOVERY and the other extended codes are BUSY too.
+        if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
             return None
         raise
     finally:
         conn.execute(f"PRAGMA busy_timeout={int(patience)}")
+
+
+def _large(parameters: Any) -> bool:
+    """Whether a statement's parameters (one row's, or many rows') hold a large value."""
+    if not parameters:
+        return False
+    rows = parameters if isinstance(parameters, list) else (parameters,)
+    for row in rows:
+        values = row.values() if isinstance(row, dict) else row
+        for value in values:
+            if isinstance(value, str | bytes) and len(value) > INLINE_MAX_VALUE:
+                return True
+    return False
 
 
 async def _at_once(function: Any, conn: sqlite3.Connection, operation: str, parameters: Any) -> Any:
@@ -95,6 +115,8 @@ class OneTripCursor:
         self.lastrowid: int | None = None
         self.arraysize = 1
         self._rows: deque[Any] = deque()
+        # Set by the dialect from the statement's OFF_LOOP execution option.
+        self.off_loop = False
 
     def _run(self, function: Any, operation: str, parameters: Any) -> None:
         adapt = self._adapt_connection
@@ -102,7 +124,7 @@ class OneTripCursor:
         # runs), a transaction may be open: the next rollback must then really happen.
         adapt._may_be_open = True
         outcome: _Outcome | None = None
-        if adapt._holds_write_lock:
+        if adapt._holds_write_lock and not self.off_loop and not _large(parameters):
             outcome = self._run_here(function, operation, parameters)
         elif operation.startswith(_BEGIN_WRITE):
             outcome = self._run_here(_begin_if_free, operation, parameters)
@@ -115,8 +137,12 @@ class OneTripCursor:
                     )
                 )
             except Exception as error:
+                # Whether the transaction survived is not known here: the thread it is.
+                adapt._holds_write_lock = False
                 adapt._handle_exception(error)
-            adapt._holds_write_lock = outcome[4] and operation.startswith(_BEGIN_WRITE)
+            # A write transaction's large or marked statement leaves it holding the lock.
+            was_held = adapt._holds_write_lock or operation.startswith(_BEGIN_WRITE)
+            adapt._holds_write_lock = outcome[4] and was_held
         self.description, self.rowcount, self.lastrowid, rows, is_open = outcome
         self._rows = deque(rows)
         adapt._may_be_open = is_open
@@ -217,9 +243,24 @@ class OneTripDialect(SQLiteDialect_aiosqlite):
     driver = "relay_aiosqlite"
     supports_statement_cache = True
 
+    def do_execute(self, cursor: Any, statement: Any, parameters: Any, context: Any = None) -> None:
+        _mark_off_loop(cursor, context)
+        cursor.execute(statement, parameters)  # what DefaultDialect.do_execute does
+
+    def do_executemany(
+        self, cursor: Any, statement: Any, parameters: Any, context: Any = None
+    ) -> None:
+        _mark_off_loop(cursor, context)
+        cursor.executemany(statement, parameters)
+
     @classmethod
     def import_dbapi(cls) -> OneTripDBAPI:
         return OneTripDBAPI(__import__("aiosqlite"), __import__("sqlite3"))
+
+
+def _mark_off_loop(cursor: Any, context: Any) -> None:
+    if context is not None and context.execution_options.get(OFF_LOOP):
+        cursor.off_loop = True
 
 
 registry.register("sqlite.relay_aiosqlite", __name__, "OneTripDialect")

@@ -17,6 +17,7 @@ from bench.common import pg_execute
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
 from storage.migrate import upgrade
 from storage.models import Fleet
+from storage.sqlite_driver import INLINE_MAX_VALUE, OFF_LOOP
 from tests.conftest import PG_URL, Database
 
 
@@ -157,10 +158,21 @@ async def test_sqlite_trips_to_the_driver_thread_are_only_what_may_wait(
         assert [r[0] for r in rows] == ["a", "b"]
         assert trips == ["commit"]
         trips.clear()
+        # What may take long goes to the thread even inside a write transaction: a large
+        # value, or a statement marked OFF_LOOP (a delivery round's claim).
+        async with transaction(make_sessions(engine)) as session:
+            connection = await session.connection()
+            large = "x" * (INLINE_MAX_VALUE + 1)
+            await connection.execute(text("INSERT INTO note VALUES (:body)"), {"body": large})
+            await connection.execute(text("INSERT INTO note VALUES ('small')"))
+            marked = text("DELETE FROM note WHERE length(body) > 10")
+            await connection.execute(marked.execution_options(**{OFF_LOOP: True}))
+        assert trips == ["INSERT", "DELETE", "commit"]
+        trips.clear()
         async with make_read_sessions(engine)() as session:
             assert (
                 await (await session.connection()).execute(text("SELECT count(*) FROM note"))
-            ).scalar() == 2
+            ).scalar() == 3  # a, b and small
         assert trips == ["SELECT"]  # a reader begins no transaction: nothing to end
         trips.clear()
         with pytest.raises(RuntimeError):
@@ -176,7 +188,16 @@ async def test_sqlite_trips_to_the_driver_thread_are_only_what_may_wait(
                 await (await session.connection()).execute(text("SELECT nothing FROM nowhere"))
         assert trips == ["SELECT", "rollback"]
         async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT count(*) FROM note"))).scalar() == 2
+            assert (await conn.execute(text("SELECT count(*) FROM note"))).scalar() == 3
+    finally:
+        await engine.dispose()
+
+
+async def test_an_in_memory_sqlite_database_needs_no_pool_sizes() -> None:
+    engine = make_engine("sqlite+aiosqlite:///:memory:")
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
     finally:
         await engine.dispose()
 
