@@ -124,7 +124,11 @@ class OneTripCursor:
         # runs), a transaction may be open: the next rollback must then really happen.
         adapt._may_be_open = True
         outcome: _Outcome | None = None
-        if adapt._holds_write_lock and not self.off_loop and not _large(parameters):
+        # In a transaction means in one of ours, begun IMMEDIATE and holding the write lock:
+        # storage.db begins no other kind (readers begin none, and the driver's own implicit
+        # BEGIN is off). Read here, with no statement of this connection in the thread.
+        holds_write_lock = self._connection._conn.in_transaction
+        if holds_write_lock and not self.off_loop and not _large(parameters):
             outcome = self._run_here(function, operation, parameters)
         elif operation.startswith(_BEGIN_WRITE):
             outcome = self._run_here(_begin_if_free, operation, parameters)
@@ -137,12 +141,7 @@ class OneTripCursor:
                     )
                 )
             except Exception as error:
-                # Whether the transaction survived is not known here: the thread it is.
-                adapt._holds_write_lock = False
                 adapt._handle_exception(error)
-            # A write transaction's large or marked statement leaves it holding the lock.
-            was_held = adapt._holds_write_lock or operation.startswith(_BEGIN_WRITE)
-            adapt._holds_write_lock = outcome[4] and was_held
         self.description, self.rowcount, self.lastrowid, rows, is_open = outcome
         self._rows = deque(rows)
         adapt._may_be_open = is_open
@@ -156,17 +155,13 @@ class OneTripCursor:
         is tried here without waiting (`_begin_if_free`), and waits in the thread only when
         another process holds the lock. A keyed read or an INSERT takes a few dozen
         microseconds; the trip to the thread and back took more than that."""
-        adapt = self._adapt_connection
         raw: sqlite3.Connection = self._connection._conn
         try:
             # Through await_ all the same, though the coroutine never suspends: SQLAlchemy's
             # AsyncConnection refuses a statement that made no await (AwaitRequired).
             return await_(_at_once(function, raw, operation, parameters))
         except Exception as error:
-            adapt._handle_exception(error)
-        finally:
-            # An error may have ended the transaction (SQLite rolls back on some).
-            adapt._holds_write_lock = raw.in_transaction
+            self._adapt_connection._handle_exception(error)
 
     def execute(self, operation: str, parameters: Any = None) -> None:
         self._run(_execute, operation, parameters)
@@ -204,23 +199,18 @@ class OneTripCursor:
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("_may_be_open", "_holds_write_lock")
+    __slots__ = ("_may_be_open",)
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._may_be_open = False
-        # Whether a BEGIN IMMEDIATE of ours holds the write lock: statements then run in
-        # the event loop's thread (OneTripCursor._run_here).
-        self._holds_write_lock = False
 
     def commit(self) -> None:
-        self._holds_write_lock = False
         super().commit()
         self._may_be_open = False
 
     def rollback(self) -> None:
-        self._holds_write_lock = False
         # The pool rolls back every connection it takes back, and a session rolls back as
         # it closes: after a COMMIT, or after a reader's lone SELECT, neither has anything
         # to undo. Each statement reports whether it left a transaction open, so only a
