@@ -16,7 +16,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from relay.auth_verdict import AuthVerdict, unavailable_verdict
 from relay.dkim_check import MAX_DKIM_SIGNATURES, check_dkim, is_signed
@@ -30,16 +30,6 @@ from relay.trusted_front_results import trusted_results, verdict_from_results
 __all__ = ["AuthVerdict", "Authenticator"]
 
 log = logging.getLogger(__name__)
-
-
-_T = TypeVar("_T")
-
-
-def _resolved(value: _T) -> asyncio.Future[_T]:
-    """An outcome known at once, awaited beside the checks that run in threads."""
-    future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
 
 
 def _normal_ip(client_ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -128,15 +118,15 @@ class Authenticator:
         # The message exactly as received: a signature's h= may cover Authentication-Results
         # or Received-SPF fields, and DKIM verification never reads their contents. An
         # unsigned message has nothing to verify: it needs no trip to a thread.
-        dkim_task: asyncio.Future[tuple[str, tuple[str, ...]]] = asyncio.ensure_future(
-            asyncio.to_thread(check_dkim, scope, raw, self.max_dkim_signatures)
-            if is_signed(raw)
-            else _resolved(("none", ()))
-        )
-        pending_tasks: set[asyncio.Future[Any]] = {dkim_task}
-        if spf_task is not None:
-            pending_tasks.add(spf_task)
-        _, pending = await asyncio.wait(pending_tasks, timeout=max(scope.remaining(), 0))
+        dkim_task: asyncio.Future[tuple[str, tuple[str, ...]]] | None = None
+        if is_signed(raw):
+            dkim_task = asyncio.ensure_future(
+                asyncio.to_thread(check_dkim, scope, raw, self.max_dkim_signatures)
+            )
+        running: set[asyncio.Future[Any]] = {t for t in (spf_task, dkim_task) if t is not None}
+        pending: set[asyncio.Future[Any]] = set()
+        if running:
+            _, pending = await asyncio.wait(running, timeout=max(scope.remaining(), 0))
         for task in pending:
             # The worker thread runs on until its DNS lifetime (bounded by the deadline) ends.
             task.cancel()
@@ -147,9 +137,14 @@ class Authenticator:
             spf_result = "none"
         else:
             spf_result = "temperror" if spf_task in pending else spf_task.result()
-        dkim_result, dkim_domains = (
-            ("temperror", ()) if dkim_task in pending else dkim_task.result()
-        )
+        dkim_result: str
+        dkim_domains: tuple[str, ...]
+        if dkim_task is None:
+            dkim_result, dkim_domains = "none", ()
+        else:
+            dkim_result, dkim_domains = (
+                ("temperror", ()) if dkim_task in pending else dkim_task.result()
+            )
 
         if not is_hostname(from_domain):
             dmarc_outcome = DmarcOutcome("permerror", None, False)
