@@ -49,8 +49,10 @@ from storage.tickets import (
     PARTNER,
     TicketChanges,
     addressed_ticket,
+    event_row,
     other_side,
     record_event,
+    record_events,
     store_blob,
 )
 from storage.types import utcnow
@@ -110,7 +112,7 @@ class InboundContext:
     alias: Alias | None = None
     bundle: TicketBundle | None = None
     # What the steps change on the ticket, written by one UPDATE once they are done.
-    changes: TicketChanges | None = None
+    ticket_changes: TicketChanges | None = None
     sender: str | None = None
     dedup_key: str = ""
     disposition: str = FORWARDED
@@ -138,6 +140,11 @@ class InboundContext:
     def ticket(self) -> Ticket:
         assert self.bundle is not None
         return self.bundle.ticket
+
+    @property
+    def changes(self) -> TicketChanges:
+        assert self.ticket_changes is not None
+        return self.ticket_changes
 
 
 Step = Callable[[InboundContext], Awaitable[None]]
@@ -224,8 +231,8 @@ class InboundPipeline:
                     await step(ctx)
                     if ctx.done:
                         break
-                if ctx.changes is not None:
-                    await ctx.changes.write(session)
+                if ctx.ticket_changes is not None:
+                    await ctx.ticket_changes.write(session)
                 contexts.append(ctx)
         return contexts
 
@@ -237,7 +244,7 @@ class InboundPipeline:
         ctx.bundle = TicketBundle(
             found.ticket, found.trip, found.partner, found.fleet, found.aliases
         )
-        ctx.changes = TicketChanges(found.ticket)
+        ctx.ticket_changes = TicketChanges(found.ticket)
 
     async def authorize(self, ctx: InboundContext) -> None:
         if not ctx.mail.parsed.from_header:
@@ -315,7 +322,7 @@ class InboundPipeline:
         event per episode."""
         ticket = ctx.ticket
         if ticket.attention is None:
-            assert ticket.id is not None and ctx.changes is not None
+            assert ticket.id is not None
             ctx.changes.set(attention=attention[:200])
             await record_event(ctx.session, ticket.id, event, ctx.side, via="email", **detail)
 
@@ -356,7 +363,6 @@ class InboundPipeline:
             via="email",
             **{"from": CLOSED, "to": OPEN},
         )
-        assert ctx.changes is not None
         ctx.changes.set(status=OPEN, closed_at=None)
 
     async def read(self, ctx: InboundContext) -> None:
@@ -448,23 +454,16 @@ class InboundPipeline:
         await insert_rows(ctx.session, Attachment, attachments)
         ctx.files = files
         ctx.message = message
-        assert ctx.changes is not None
         ctx.changes.touch()
         detail: dict[str, object] = {"messageId": message.id}
         if not ctx.forwarding:
             detail["disposition"] = ctx.disposition
-        await record_event(
-            ctx.session, ticket.id, "message.received", ctx.side, via="email", **detail
-        )
+        events = [event_row(ticket.id, "message.received", ctx.side, via="email", **detail)]
         if "omittedRecipients" in ctx.flags:
-            await record_event(
-                ctx.session,
-                ticket.id,
-                "message.recipients_omitted",
-                ctx.side,
-                messageId=message.id,
-                count=ctx.flags["omittedRecipients"],
-            )
+            count = ctx.flags["omittedRecipients"]
+            kind = "message.recipients_omitted"
+            events.append(event_row(ticket.id, kind, ctx.side, messageId=message.id, count=count))
+        await record_events(ctx.session, events)
 
     async def name_agent(self, ctx: InboundContext) -> None:
         """The person who last answered for the fleet is the session's agent, unless the
@@ -473,7 +472,6 @@ class InboundPipeline:
         ticket = ctx.ticket
         if not ctx.forwarding or ctx.side != FLEET or not name or ticket.agent_source == PARTNER:
             return
-        assert ctx.changes is not None
         if ticket.agent_name != name:
             ctx.changes.set(agent_name=name[:200], agent_phone=None)
         ctx.changes.set(agent_source=FLEET, agent_updated_at=utcnow())

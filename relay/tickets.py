@@ -25,7 +25,6 @@ from storage.tickets import (
     FLEET,
     PARTNER,
     add_aliases,
-    add_event,
     claim_upload,
     claimable_uploads,
     record_event,
@@ -204,8 +203,8 @@ class TicketService:
             comment=message.body,
             attachments=files,
         )
-        created = await add_event(session, ticket.id, "ticket.created", "partner", via="api")
-        claimed = list({id(uploads[t]): uploads[t] for t in new.attachment_tokens}.values())
+        created = await record_event(session, ticket.id, "ticket.created", "partner", via="api")
+        claimed = [uploads[token] for token in dict.fromkeys(new.attachment_tokens)]
         return OpenedTicket(
             bundle, message, claimed, [created], category_title, sorted(set(new.tag_ids))
         )

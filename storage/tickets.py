@@ -247,14 +247,8 @@ async def record_events(session: AsyncSession, events: Sequence[dict[str, Any]])
 
 async def record_event(
     session: AsyncSession, ticket_id: int, kind: str, actor: str, **detail: Any
-) -> None:
-    await record_events(session, [event_row(ticket_id, kind, actor, **detail)])
-
-
-async def add_event(
-    session: AsyncSession, ticket_id: int, kind: str, actor: str, **detail: Any
 ) -> TicketEvent:
-    """`record_event`, returning the event as written (with its id) for a response."""
+    """One event, written now; returned as written (with its id) for a response."""
     return await insert_row(session, TicketEvent, **event_row(ticket_id, kind, actor, **detail))
 
 
