@@ -178,15 +178,17 @@ class DeliveryWorker:
             current = await outbox.states(session, [_id(o.item) for o in outcomes])
             for outcome in outcomes:
                 item = outcome.item
+                now = current[_id(item)]
+                if now.status == outbox.BOUNCED and outcome.status == outbox.SENT:
+                    # The report outran us: it came back, and was filed with its diagnostic
+                    # and event, before this round recorded the smarthost's 250. The bounce
+                    # is the later truth: it stays, and only the lease is let go.
+                    settlements.append(outbox.Settlement(_id(item), outbox.BOUNCED, now.last_error))
+                    continue
                 error = _masked(item, outcome.error) if outcome.error else None
                 settlements.append(
                     outbox.Settlement(_id(item), outcome.status, error, outcome.retry_at)
                 )
-                if current[_id(item)] == outbox.BOUNCED and outcome.status == outbox.SENT:
-                    # The report outran us: it came back, and was filed with its diagnostic
-                    # and event, before this round recorded the smarthost's 250. The bounce
-                    # is the later truth: `settle` keeps it and only lets the lease go.
-                    continue
                 detail: dict[str, object] = {"outboxId": item.id, "to": item.recipient_side}
                 detail["attempt"] = item.attempts
                 if error:

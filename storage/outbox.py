@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, bindparam, case, func, or_, text, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, text, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -137,15 +137,14 @@ class Settlement:
     retry_at: datetime | None = None
 
 
-_STATES = select(_TABLE.c.id, _TABLE.c.status).where(
-    _TABLE.c.id.in_(bindparam("ids", expanding=True))
+# FOR UPDATE (PostgreSQL; SQLite's write lock already holds every row): a delivery report
+# filed while the round records waits for it, so what the round reads here stays true
+# until it commits, and the row and the round's events agree.
+_STATES = (
+    select(_TABLE.c.id, _TABLE.c.status, _TABLE.c.last_error)
+    .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
+    .with_for_update()
 )
-
-_NEW_STATUS = bindparam("new_status", type_=String())
-# A delivery report can come back, and be filed, before the round records the smarthost's
-# 250 (relay.bounce_intake). The bounce is the later truth: it keeps its status and its
-# diagnostic. Decided here, on the row as it is when the UPDATE runs, not on an earlier read.
-_BOUNCE_CAME_FIRST = and_(_TABLE.c.status == BOUNCED, _NEW_STATUS == SENT)
 
 # One statement for a whole round (executemany). A NULL retry time or finish time keeps the
 # row's own: only a retry moves the next attempt, only sent and failed rows are finished.
@@ -153,26 +152,29 @@ _SETTLE = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("row_id"))
     .values(
-        status=case((_BOUNCE_CAME_FIRST, _TABLE.c.status), else_=_NEW_STATUS),
-        last_error=case((_BOUNCE_CAME_FIRST, _TABLE.c.last_error), else_=bindparam("error")),
+        status=bindparam("new_status"),
+        last_error=bindparam("error"),
         lease_until=None,
         lease_owner=None,
         next_attempt_at=func.coalesce(
             bindparam("retry_at", type_=UTCDateTime()), _TABLE.c.next_attempt_at
         ),
-        finished_at=case(
-            (_BOUNCE_CAME_FIRST, _TABLE.c.finished_at),
-            else_=func.coalesce(bindparam("finished", type_=UTCDateTime()), _TABLE.c.finished_at),
-        ),
+        finished_at=func.coalesce(bindparam("finished", type_=UTCDateTime()), _TABLE.c.finished_at),
     )
 )
 
 
-async def states(session: AsyncSession, item_ids: list[int]) -> dict[int, str]:
-    """Each row's status as it is now, in one query, by id."""
+@dataclass(frozen=True)
+class RowState:
+    status: str
+    last_error: str | None
+
+
+async def states(session: AsyncSession, item_ids: list[int]) -> dict[int, RowState]:
+    """Each row's status and error as they are now, by id, locked until the commit."""
     connection = await session.connection()
     result = await connection.execute(_STATES, {"ids": item_ids})
-    return {row.id: row.status for row in result}
+    return {row.id: RowState(row.status, row.last_error) for row in result}
 
 
 async def settle(session: AsyncSession, settlements: Sequence[Settlement]) -> None:
