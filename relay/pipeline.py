@@ -47,7 +47,7 @@ from storage.rows import insert_row, insert_rows
 from storage.tickets import (
     FLEET,
     PARTNER,
-    TicketChanges,
+    PendingTicketUpdate,
     addressed_ticket,
     event_row,
     other_side,
@@ -112,7 +112,7 @@ class InboundContext:
     alias: Alias | None = None
     bundle: TicketBundle | None = None
     # What the steps change on the ticket, written by one UPDATE once they are done.
-    ticket_changes: TicketChanges | None = None
+    ticket_changes: PendingTicketUpdate | None = None
     sender: str | None = None
     dedup_key: str = ""
     disposition: str = FORWARDED
@@ -142,7 +142,7 @@ class InboundContext:
         return self.bundle.ticket
 
     @property
-    def changes(self) -> TicketChanges:
+    def changes(self) -> PendingTicketUpdate:
         assert self.ticket_changes is not None
         return self.ticket_changes
 
@@ -244,7 +244,7 @@ class InboundPipeline:
         ctx.bundle = TicketBundle(
             found.ticket, found.trip, found.partner, found.fleet, found.aliases
         )
-        ctx.ticket_changes = TicketChanges(found.ticket)
+        ctx.ticket_changes = PendingTicketUpdate(found.ticket)
 
     async def authorize(self, ctx: InboundContext) -> None:
         if not ctx.mail.parsed.from_header:

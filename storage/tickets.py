@@ -347,7 +347,7 @@ _TICKET_TABLE = Ticket.__table__  # type: ignore[attr-defined]
 _UPDATE_TICKET = update(_TICKET_TABLE).where(_TICKET_TABLE.c.id == bindparam("ticket_id_"))
 
 
-class TicketChanges:
+class PendingTicketUpdate:
     """Changes to one loaded ticket, written by ONE Core UPDATE when its unit of work is done.
 
     Each change is also set on the instance as its committed value, so code reading the

@@ -304,14 +304,14 @@ async def test_rows_written_at_once_get_their_ids_and_read_back_as_written(
 async def test_ticket_changes_are_written_by_one_update_and_seen_at_once(
     database: Database,
 ) -> None:
-    """storage.tickets.TicketChanges: the instance shows each change as it is set, the
+    """storage.tickets.PendingTicketUpdate: the instance shows each change as it is set, the
     session never flushes the ticket itself, and one UPDATE at the end writes them all."""
     from datetime import UTC, datetime
 
     from sqlalchemy import event
 
     from storage.models import Partner, Ticket, Trip
-    from storage.tickets import TicketChanges
+    from storage.tickets import PendingTicketUpdate
 
     engine = make_engine(database.url, database.schema)
     statements: list[str] = []
@@ -351,7 +351,7 @@ async def test_ticket_changes_are_written_by_one_update_and_seen_at_once(
         async with transaction(sessions) as session:
             loaded = await session.get(Ticket, ticket_id)
             assert loaded is not None
-            changes = TicketChanges(loaded)
+            changes = PendingTicketUpdate(loaded)
             changes.set(status="closed", attention="held")
             changes.set(agent_name="Maria")
             assert (loaded.status, loaded.attention, loaded.agent_name) == (
