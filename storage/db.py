@@ -113,7 +113,8 @@ def _sqlite_engine(url: str, sizes: dict[str, int]) -> AsyncEngine:
     if parsed.drivername == "sqlite+aiosqlite":
         # The same driver, one thread hand-off per statement instead of four.
         parsed = parsed.set(drivername=sqlite_driver.DRIVER_NAME)
-    engine = create_async_engine(parsed, connect_args={"timeout": 30}, **sizes)
+    timeout = {"timeout": sqlite_driver.BUSY_TIMEOUT_MS / 1000}
+    engine = create_async_engine(parsed, connect_args=timeout, **sizes)
     _WRITE_TURNS[engine.sync_engine] = asyncio.Lock()
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -124,7 +125,7 @@ def _sqlite_engine(url: str, sizes: dict[str, int]) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={sqlite_driver.BUSY_TIMEOUT_MS}")
         cursor.close()
         # SQLite's own lower() folds ASCII only, so "Ärger" would never match "ärger";
         # PostgreSQL folds Unicode. Python's str.lower makes the two databases agree.

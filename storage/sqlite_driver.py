@@ -34,8 +34,10 @@ from sqlalchemy.util.concurrency import await_
 
 DRIVER_NAME = "sqlite+relay_aiosqlite"
 
-# How storage.db begins every write transaction.
+# How storage.db begins every write transaction, and how long a connection waits for
+# another process's write lock (storage.db sets it on every connection).
 _BEGIN_WRITE = "BEGIN IMMEDIATE"
+BUSY_TIMEOUT_MS = 30_000
 # Execution option for a statement of a write transaction that may take long (it returns
 # or deletes many rows or large values): it runs in the driver's thread all the same.
 OFF_LOOP = "relay_off_loop"
@@ -71,7 +73,6 @@ def _execute_many(conn: sqlite3.Connection, operation: str, parameters: Any) -> 
 def _begin_if_free(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome | None:
     """BEGIN IMMEDIATE if the write lock is free now; None, having waited for nothing, when
     another connection holds it (the caller then waits for it in the driver's thread)."""
-    (patience,) = conn.execute("PRAGMA busy_timeout").fetchone()
     conn.execute("PRAGMA busy_timeout=0")
     try:
         return _execute(conn, operation, parameters)
@@ -81,7 +82,7 @@ def _begin_if_free(conn: sqlite3.Connection, operation: str, parameters: Any) ->
             return None
         raise
     finally:
-        conn.execute(f"PRAGMA busy_timeout={int(patience)}")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def _large(parameters: Any) -> bool:

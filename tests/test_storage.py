@@ -17,7 +17,7 @@ from bench.common import pg_execute
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
 from storage.migrate import upgrade
 from storage.models import Fleet
-from storage.sqlite_driver import INLINE_MAX_VALUE, OFF_LOOP
+from storage.sqlite_driver import BUSY_TIMEOUT_MS, INLINE_MAX_VALUE, OFF_LOOP
 from tests.conftest import PG_URL, Database
 
 
@@ -251,7 +251,8 @@ async def test_sqlite_the_loop_runs_on_while_another_process_holds_the_write_loc
         assert other.execute("SELECT count(*) FROM note").fetchone() == (1,)
         # BEGIN was first tried in the loop without waiting; the patience is as configured.
         async with engine.connect() as conn:
-            assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 30000
+            patience = (await conn.execute(text("PRAGMA busy_timeout"))).scalar()
+            assert patience == BUSY_TIMEOUT_MS == 30000
     finally:
         other.close()
         await engine.dispose()
