@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.db import PING_AFTER_IDLE_SECONDS, PoolSize
+
 Role = Literal["api", "smtp", "worker"]
 AuthPolicy = Literal["record", "quarantine", "reject"]
 # Relay processes one `serve` may run (RELAY_PROCESSES and --processes alike).
@@ -83,8 +85,11 @@ class Settings(BaseSettings):
     # one while it runs: with fewer kept than that, connections were opened and closed
     # all the time (on PostgreSQL each is a new server process). Mind the server's
     # max_connections: processes x (pool size + overflow).
-    database_pool_size: int = Field(default=20, ge=1)
-    database_max_overflow: int = Field(default=10, ge=0)
+    database_pool_size: int = Field(default=PoolSize.kept, ge=1)
+    database_max_overflow: int = Field(default=PoolSize.overflow, ge=0)
+    # A pooled PostgreSQL connection idle this long is pinged before use: keep it below any
+    # idle timeout between the relay and the server (a proxy, a firewall, PgBouncer).
+    database_ping_after_idle: float = Field(default=PING_AFTER_IDLE_SECONDS, gt=0)
     domain: str = "relay.localhost"
     http_host: str = "127.0.0.1"
     http_port: int = 8080

@@ -88,6 +88,7 @@ class Relay:
             settings.database_url,
             settings.database_schema,
             pool=PoolSize(settings.database_pool_size, settings.database_max_overflow),
+            ping_after_idle=settings.database_ping_after_idle,
         )
         self.sessions: SessionFactory = make_sessions(self.engine)
         # For code that only reads (lookups, GETs): never waits for SQLite's write lock.

@@ -432,3 +432,6 @@ async def test_the_relay_keeps_as_many_connections_as_configured(database: Datab
         Settings(database_pool_size=0)
     with pytest.raises(ValidationError, match="database_max_overflow"):
         Settings(database_max_overflow=-1)
+    with pytest.raises(ValidationError, match="database_ping_after_idle"):
+        Settings(database_ping_after_idle=0)
+    assert (Settings().database_pool_size, Settings().database_max_overflow) == (20, 10)
