@@ -26,7 +26,14 @@ from storage.bounces import suppressions_for
 from storage.catalog import tags_of
 from storage.history import TicketPage
 from storage.models import Attachment, Message, Ticket, TicketEvent
-from storage.tickets import conversation, events_of, ticket_attachments, ticket_heading
+from storage.tickets import (
+    conversation,
+    events_of,
+    message_attachment_ids,
+    message_of_partner,
+    ticket_attachments,
+    ticket_heading,
+)
 
 
 def _public(
@@ -118,10 +125,12 @@ def _detail(
 async def message_of_ticket(
     session: AsyncSession, partner_id: int, ticket_id: int, message_id: int
 ) -> MessagePublic:
-    """One entry of a ticket's conversation, exactly as the ticket detail shows it."""
-    detail = await ticket_detail(session, partner_id, ticket_id)
-    [message] = [m for m in detail.conversation if m.id == message_id]
-    return message
+    """One entry of a ticket's conversation, exactly as the ticket detail shows it: the
+    message and its files' ids, not the whole detail read for one entry."""
+    message = await message_of_partner(session, partner_id, ticket_id, message_id)
+    if message is None:
+        raise NotFound("message")
+    return message_public(message, await message_attachment_ids(session, message_id))
 
 
 async def _reachability(

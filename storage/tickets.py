@@ -218,6 +218,32 @@ async def recent_msgids(
     return [msgid for msgid in reversed(result.scalars().all()) if msgid]
 
 
+async def message_of_partner(
+    session: AsyncSession, partner_id: int, ticket_id: int, message_id: int
+) -> Message | None:
+    """One message of one of the partner's tickets."""
+    query = (
+        select(Message)
+        .join(Ticket, col(Ticket.id) == col(Message.ticket_id))
+        .where(
+            col(Message.id) == message_id,
+            col(Message.ticket_id) == ticket_id,
+            col(Ticket.partner_id) == partner_id,
+        )
+    )
+    return (await session.exec(query)).first()
+
+
+async def message_attachment_ids(session: AsyncSession, message_id: int) -> list[str]:
+    """A message's files, in `ticket_attachments`' order."""
+    query = (
+        select(Attachment.id)
+        .where(Attachment.message_id == message_id)
+        .order_by(col(Attachment.created_at), col(Attachment.id))
+    )
+    return [str(i) for i in (await session.exec(query)).all()]
+
+
 async def ticket_attachments(session: AsyncSession, ticket_id: int) -> list[Attachment]:
     query = (
         select(Attachment)

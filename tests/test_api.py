@@ -443,6 +443,28 @@ async def test_the_201_of_a_new_ticket_is_what_reading_it_back_shows(live: LiveR
     }
 
 
+async def test_the_201_of_a_new_message_is_its_entry_in_the_ticket(live: LiveRelay) -> None:
+    """api.views.message_of_ticket reads the message and its files only: the entry must be
+    the one GET shows, files in the same order."""
+    acc = await live.accounts()
+    await live.put_trip(acc)
+    ticket = await live.open_ticket(acc)
+    tokens = [
+        (await upload(live, acc, data, name)).json()["resourceToken"]
+        for data, name in ((b"first", "a.txt"), (b"second file", "b.txt"))
+    ]
+    response = await live.http.post(
+        f"/v1/support/tickets/{ticket['id']}/messages",
+        headers=acc.auth,
+        json={"comment": "Two more files.", "attachments": list(reversed(tokens))},
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    detail = await live.ticket(acc, ticket["id"])
+    [entry] = [m for m in detail["conversation"] if m["id"] == created["id"]]
+    assert created == entry and len(created["attachments"]) == 2
+
+
 async def test_other_partners_ticket_is_indistinguishable_from_none(live: LiveRelay) -> None:
     acc = await live.accounts()
     await live.put_trip(acc)
