@@ -1,4 +1,4 @@
-"""SQLAlchemy's aiosqlite dialect, with each statement done in ONE trip to the driver's thread.
+"""SQLAlchemy's aiosqlite dialect: a statement takes one trip to the driver's thread at most.
 
 aiosqlite runs a SQLite connection in a thread of its own; every call the event loop makes
 on it is a hand-off to that thread and a wake-up back. SQLAlchemy's adapter makes four per
@@ -8,11 +8,13 @@ microseconds of SQLite work per statement, the hand-offs were most of a statemen
 
 The cursor here runs execute, fetch-all and close as one function and keeps what it returns
 (description, rowcount, lastrowid, rows), and a rollback with no transaction open costs no
-trip. Only what may wait goes to the thread: COMMIT (fsync), a real rollback, statements
-outside a write transaction (a reader's query may be long), and BEGIN IMMEDIATE when another
-process holds the write lock. BEGIN when the lock is free, and the statements between BEGIN
-and COMMIT, which cannot wait in WAL mode, run in the event loop's thread: +22 % relayed
-messages per second for the statements (2 KB x 20, 108 → 133 msg/s, same run). Everything
+trip. Only what may wait or take long goes to the thread: COMMIT (fsync), a real rollback,
+statements outside a write transaction (a reader's query may be long), BEGIN IMMEDIATE when
+another process holds the write lock, and, inside a write transaction, a statement binding
+a value over INLINE_MAX_VALUE or marked OFF_LOOP (a delivery round's claim, a purge). BEGIN
+when the lock is free, and the other statements between BEGIN and COMMIT, which cannot wait
+in WAL mode, run in the event loop's thread: +22 % relayed messages per second (2 KB x 20,
+108 → 133 msg/s, same run). Everything
 else is SQLAlchemy's dialect unchanged. `storage.db.make_engine` selects it for
 `sqlite+aiosqlite` URLs; users still write that URL.
 """
