@@ -196,3 +196,35 @@ async def test_one_transaction_to_two_tickets_files_on_each_and_stores_bytes_onc
     async with live.relay.sessions() as session:
         raw_blobs = set((await session.exec(select(Message.raw_blob_id))).all()) - {None}
     assert len(raw_blobs) == 1
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<a@b.example>",
+        "a@b.example",
+        "<a@b.example> SIZE=10 BODY=8BITMIME",
+        "",
+        "<>",
+        "<bad",
+        '<"x y"@b.example>',
+        "<" + "a" * 70 + "@b.example>",
+        "<a@[127.0.0.1]>",
+        "<a(comment)@b.example>",
+        "<@relay.example:a@b.example>",
+        "<a@b.example>\x00",
+        "<ä@b.example>",
+        "a b@c.example",
+    ],
+)
+async def test_the_relay_parses_mail_and_rcpt_arguments_exactly_as_aiosmtpd(arg: str) -> None:
+    """RelaySMTP._getaddr re-implements aiosmtpd's private SMTP._getaddr without its
+    per-call Protocol class: were aiosmtpd to change its parsing, this fails."""
+    from aiosmtpd.smtp import SMTP
+
+    from relay.inbound import ConnectionLimiter, RelaySMTP
+
+    server = RelaySMTP(object(), limiter=ConnectionLimiter(1), max_line_bytes=998)
+    for limit in (0, 64):
+        server.local_part_limit = limit
+        assert server._getaddr(arg) == SMTP._getaddr(server, arg)
