@@ -435,3 +435,30 @@ async def test_the_relay_keeps_as_many_connections_as_configured(database: Datab
     with pytest.raises(ValidationError, match="database_ping_after_idle"):
         Settings(database_ping_after_idle=0)
     assert (Settings().database_pool_size, Settings().database_max_overflow) == (20, 10)
+
+
+def test_new_rows_get_each_model_default_as_pydantic_would_give_it() -> None:
+    """storage.rows fills defaults without pydantic's per-call signature inspection: plain
+    defaults must equal the model's, and factories must make a fresh value for every row
+    (two rows sharing one list would see each other's changes)."""
+    from sqlmodel import SQLModel
+
+    import storage.models as models
+    from storage.rows import _inserts
+
+    tables = [
+        m
+        for m in vars(models).values()
+        if isinstance(m, type) and issubclass(m, SQLModel) and hasattr(m, "__table__")
+    ]
+    assert len(tables) >= 10
+    for model in tables:
+        for name, make in _inserts(model).defaults:
+            field = model.model_fields[name]
+            first, second = make(), make()
+            if field.default_factory is None:
+                assert first == field.get_default(call_default_factory=True), (model, name)
+            else:
+                assert type(first) is type(field.get_default(call_default_factory=True))
+                if isinstance(first, list | dict):
+                    assert first is not second, (model, name)
