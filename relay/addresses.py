@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import email.utils
 import re
+from dataclasses import dataclass
 from email import errors
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
 from relay.headers import readable
 
 _ADDRESS_IN_NAME = re.compile(r"[^\s<>\"',;:()]+@[^\s<>\"',;:()]+")
+# The modern parser's header classes; a registry is only a name → class map, shared safely.
+_HEADERS = HeaderRegistry()
 
 
 def alias_address(local_part: str, domain: str) -> str:
@@ -35,21 +39,34 @@ def normalize_email(value: str) -> str:
     return result.normalized.lower()
 
 
-def parse_single_sender(header_value: str) -> str | None:
-    """The one address in a From header, or None if there is not exactly one unambiguous one.
+@dataclass(frozen=True)
+class FromHeader:
+    """What a From header says, from one parse: the sender (strictly) and the name shown."""
+
+    # The one address, or None if there is not exactly one unambiguous one.
+    sender: str | None
+    # The first mailbox's display name ("" when there is none or the header is unreadable).
+    display_name: str
+
+
+def read_from_header(header_value: str) -> FromHeader:
+    """The From header read once, for both its strict sender and its display name.
 
     Python 3.11.7's address parsers can be led to read an address out of a display name
     (CVE-2023-27043). We ask both the modern and the legacy parser and refuse the header if
     they do not agree, then validate the result strictly.
     """
-    from email.headerregistry import HeaderRegistry
-
     header_value = readable(header_value)  # raw 8-bit bytes in a name are not an ambiguity
     try:
-        header = HeaderRegistry()("from", header_value)
+        header = _HEADERS("from", header_value)
         addresses: tuple[Address, ...] = header.addresses  # type: ignore[attr-defined]
+        name = str(addresses[0].display_name) if addresses else ""
     except Exception:
-        return None
+        return FromHeader(None, "")
+    return FromHeader(_single_sender(header, addresses, header_value), name)
+
+
+def _single_sender(header: Any, addresses: tuple[Address, ...], header_value: str) -> str | None:
     # A display name in an unknown charset or with bytes that do not decode is unreadable,
     # not ambiguous (the address itself is checked strictly below); any other defect is.
     unreadable = (errors.CharsetError, errors.UndecodableBytesDefect)
@@ -57,7 +74,7 @@ def parse_single_sender(header_value: str) -> str | None:
     if len(addresses) != 1 or defects:
         return None
     # A group ("Desk: a@b.example;") is not a mailbox: RFC 5322 allows none in From.
-    if any(group.display_name is not None for group in header.groups):  # type: ignore[attr-defined]
+    if any(group.display_name is not None for group in header.groups):
         return None
     modern = addresses[0].addr_spec
     # A display name that shows a different address is a spoofing trick, not a name.
@@ -71,6 +88,12 @@ def parse_single_sender(header_value: str) -> str | None:
         return normalize_email(modern)
     except ValueError:
         return None
+
+
+def parse_single_sender(header_value: str) -> str | None:
+    """The one address in a From header, or None if there is not exactly one unambiguous one
+    (see `read_from_header`)."""
+    return read_from_header(header_value).sender
 
 
 def sender_allowed(sender: str, allowed: list[str]) -> bool:

@@ -18,6 +18,7 @@ from email.message import EmailMessage, Message
 from email.policy import EmailPolicy
 from typing import Any
 
+from relay.addresses import FromHeader, read_from_header
 from relay.automatic import AUTOMATIC_HEADERS
 from relay.compose import LOOP_HEADER, FilePart
 from relay.filenames import safe_filename
@@ -30,6 +31,7 @@ from relay.html import html_to_text
 _MSGID = re.compile(r"<[!-;=?-~]{1,250}>")
 # Headers read for classification: the RFC 3834 family and our own loop marker.
 _CLASSIFY_HEADERS = (*AUTOMATIC_HEADERS, LOOP_HEADER.lower())
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class InlinePart:
 class ParsedMessage:
     from_header: str | None
     from_name: str
+    # The one address of the From header, read strictly; None when there is not exactly one.
+    sender: str | None
     subject: str
     message_id: str | None
     references: list[str]
@@ -185,17 +189,33 @@ def _files(
     return attachments, inline
 
 
-def _raw_from(msg: Message) -> str | None:
+def _raw_headers(msg: Message) -> dict[str, list[str]]:
+    """Each header field's values exactly as sent, unfolded, by lower-cased name.
+
+    For From and Message-ID: policy.default would parse each into a structured header
+    (the From header alone: about 0.2 ms) to render it back into a string that is then
+    parsed again (From, strictly) or searched for an ID."""
+    found: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        unfolded = _FOLD.sub("", str(value)).strip()
+        found.setdefault(name.lower(), []).append(unfolded)
+    return found
+
+
+def _raw_from(raw_headers: dict[str, list[str]]) -> str | None:
     """The From header exactly as sent, unfolded; several From headers are joined so the
     strict check sees several addresses and refuses them.
 
     Not `msg["From"]`: policy.default re-renders the value, and for inputs such as
     `a@b.example)<c@d.example>` the rendering hides the ambiguity the check looks for.
     """
-    values = [str(v) for name, v in msg.raw_items() if name.lower() == "from"]
-    if not values:
-        return None
-    return ", ".join(re.sub(r"\r?\n(?=[ \t])", "", v).strip() for v in values)
+    values = raw_headers.get("from")
+    return ", ".join(values) if values else None
+
+
+def _first(raw_headers: dict[str, list[str]], name: str) -> str | None:
+    values = raw_headers.get(name)
+    return values[0] if values else None
 
 
 def _recipients(msg: Message) -> list[str]:
@@ -205,14 +225,6 @@ def _recipients(msg: Message) -> list[str]:
     except Exception:
         return []
     return [address.lower() for _, address in pairs if "@" in address]
-
-
-def _from_name(msg: EmailMessage) -> str:
-    try:
-        addresses = msg["From"].addresses
-        return str(addresses[0].display_name) if addresses else ""
-    except Exception:
-        return ""
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -226,7 +238,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
     else:
         text = html_to_text(html) if html else ""
     attachments, inline = _files(msg, (plain, html_part))
-    ids = _msgids(_header(msg, "Message-ID"))
+    raw_headers = _raw_headers(msg)
+    from_header = _raw_from(raw_headers)
+    author = read_from_header(from_header) if from_header else FromHeader(None, "")
+    ids = _msgids(_first(raw_headers, "message-id"))
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = raw.partition(b"\n\n")
@@ -236,10 +251,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
         if (value := _header(msg, name)) is not None
     }
     return ParsedMessage(
-        from_header=_raw_from(msg),
-        from_name=header_text(_from_name(msg), 200),
+        from_header=from_header,
+        from_name=header_text(author.display_name, 200),
+        sender=author.sender,
         subject=header_text(_header(msg, "Subject") or "", 500),
         message_id=ids[0] if ids else None,
+        # Parsed, not raw: an encoded word hiding a line break inside an ID must not pass.
         references=_msgids(_header(msg, "In-Reply-To")) + _msgids(_header(msg, "References")),
         text=text.replace("\r\n", "\n").strip(),
         html=html,

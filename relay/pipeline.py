@@ -25,7 +25,7 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from relay.addresses import parse_single_sender, sender_allowed
+from relay.addresses import sender_allowed
 from relay.auth_policy import QUARANTINE, REJECT, TEMPFAIL, AuthDecision, decide
 from relay.authentication import Authenticator, AuthVerdict
 from relay.automatic import automatic_reason, is_our_loop
@@ -188,7 +188,7 @@ class InboundPipeline:
             # Accepted and dropped: refusing would make the sender bounce it back to us.
             log.warning("discarded the relay's own mail coming back (loop) from %r", mail_from)
             return S250_DISCARDED
-        sender = parse_single_sender(parsed.from_header) if parsed.from_header else None
+        sender = parsed.sender
         verdict = await self._authenticate(arrival, sender)
         for attempt in (1, 2):
             try:

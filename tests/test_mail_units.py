@@ -146,3 +146,27 @@ def _display_name(raw: bytes, header: str) -> str:
         parsed = message_from_bytes(raw, policy=policy.default)[header]
         return str(parsed.addresses[0].display_name)
     return str(make_header(decode_header(value.rsplit(" <", 1)[0])))
+
+
+@pytest.mark.parametrize(
+    ("from_lines", "sender", "name"),
+    [
+        ("From: =?utf-8?q?J=C3=B6rg?= <Jorg@Fleet.Example>", "jorg@fleet.example", "Jörg"),
+        ('From: "Night, Shift"\r\n <n@fleet.example>', "n@fleet.example", "Night, Shift"),
+        ("From: a@b.example)<c@d.example>", None, ""),
+        ("From: Desk <a@fleet.example>\r\nFrom: Other <b@fleet.example>", None, "Desk"),
+        ("From: not an address", None, ""),
+    ],
+)
+def test_parsed_message_reads_sender_and_name_from_one_parse(
+    from_lines: str, sender: str | None, name: str
+) -> None:
+    """The From header is parsed once for both: the strict sender (None unless exactly one
+    unambiguous address, across every From field) and the name shown to the other side."""
+    from relay.parsing import parse_message
+
+    raw = f"{from_lines}\r\nTo: t@relay.example\r\nSubject: x\r\n\r\nhi\r\n".encode()
+    parsed = parse_message(raw)
+    assert parsed.sender == sender
+    assert parsed.from_name == name
+    assert parsed.sender == (parse_single_sender(parsed.from_header or "") or None)
