@@ -16,7 +16,8 @@ from relay.config import Settings
 from relay.rendering import Renderer
 from storage import outbox
 from storage.models import Alias, Fleet, Message, OutboxItem, Partner, Ticket, Trip
-from storage.tickets import FLEET, other_side, ticket_parties
+from storage.parties import ticket_parties
+from storage.tickets import FLEET, other_side
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class TicketBundle:
 
 async def load_bundle(session: AsyncSession, ticket: Ticket) -> TicketBundle:
     assert ticket.id is not None
-    return TicketBundle(ticket, *await ticket_parties(session, ticket))
+    parties = await ticket_parties(session, ticket)
+    return TicketBundle(ticket, parties.trip, parties.partner, parties.fleet, parties.aliases)
 
 
 class Mailer:

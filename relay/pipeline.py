@@ -43,12 +43,12 @@ from relay.screening import ScreeningLimits, screen
 from storage.db import SessionFactory, transaction
 from storage.inbound import alias_traffic, cites_other_ticket
 from storage.models import Alias, Attachment, Message, Ticket
+from storage.parties import addressed_ticket
 from storage.rows import insert_row, insert_rows
 from storage.tickets import (
     FLEET,
     PARTNER,
     PendingTicketUpdate,
-    addressed_ticket,
     event_row,
     other_side,
     record_event,
@@ -241,8 +241,9 @@ class InboundPipeline:
         if found is None:  # deactivated between RCPT and DATA
             raise UnknownAlias()
         ctx.alias = found.alias
+        parties = found.parties
         ctx.bundle = TicketBundle(
-            found.ticket, found.trip, found.partner, found.fleet, found.aliases
+            found.ticket, parties.trip, parties.partner, parties.fleet, parties.aliases
         )
         ctx.ticket_changes = PendingTicketUpdate(found.ticket)
 

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ScalarSelect, bindparam, update
-from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,7 +22,6 @@ from storage.models import (
     Category,
     Fleet,
     Message,
-    Partner,
     Ticket,
     TicketEvent,
     Trip,
@@ -73,70 +71,6 @@ async def alias_is_active(session: AsyncSession, local_part: str) -> bool:
     connection = await session.connection()
     result = await connection.execute(_ACTIVE_ALIAS, {"local_part": local_part.lower()})
     return result.first() is not None
-
-
-def _with_parties() -> Any:
-    """A ticket with its trip, partner, fleet and each of its aliases: a row per alias."""
-    each_alias = aliased(Alias)
-    return (
-        select(Ticket, Trip, Partner, Fleet)
-        .add_columns(each_alias)  # select() itself takes at most four
-        .join(Trip, col(Trip.id) == col(Ticket.trip_id))
-        .join(Partner, col(Partner.id) == col(Ticket.partner_id))
-        .join(Fleet, col(Fleet.id) == col(Ticket.fleet_id))
-        .outerjoin(each_alias, col(each_alias.ticket_id) == col(Ticket.id))
-    )
-
-
-# Built once, with bound parameters: every message and every new ticket runs one of them,
-# and SQLAlchemy's statement cache spares the compile, not the building (building this
-# join was 6 % of a reply's CPU in the profile).
-_TICKET_PARTIES = _with_parties().where(col(Ticket.id) == bindparam("ticket_id"))
-_ADDRESSED_TICKET = (
-    _with_parties()
-    .add_columns(Alias)
-    .join(Alias, col(Alias.ticket_id) == col(Ticket.id))
-    .where(col(Alias.local_part) == bindparam("local_part"), col(Alias.active))
-)
-
-
-def _parties(rows: Sequence[Any]) -> tuple[Trip, Partner, Fleet, dict[str, Alias]]:
-    _, trip, partner, fleet, _ = rows[0][:5]
-    aliases = {row[4].side: row[4] for row in rows if row[4] is not None}
-    return trip, partner, fleet, aliases
-
-
-async def ticket_parties(
-    session: AsyncSession, ticket: Ticket
-) -> tuple[Trip, Partner, Fleet, dict[str, Alias]]:
-    """A ticket's trip, partner, fleet and aliases in one query: each round trip to the
-    database costs more than the rows it returns."""
-    result = await session.exec(_TICKET_PARTIES, params={"ticket_id": ticket.id})
-    rows = result.all()
-    assert rows, f"ticket {ticket.id} lost its trip, partner or fleet"
-    return _parties(rows)
-
-
-@dataclass(frozen=True)
-class AddressedTicket:
-    """What mail to one alias needs: the alias, its ticket, and the ticket's parties."""
-
-    alias: Alias
-    ticket: Ticket
-    trip: Trip
-    partner: Partner
-    fleet: Fleet
-    aliases: dict[str, Alias]
-
-
-async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
-    """An active alias with its ticket, trip, partner, fleet and both aliases, in one query:
-    inbound mail reads all of it before anything else."""
-    result = await session.exec(_ADDRESSED_TICKET, params={"local_part": local_part.lower()})
-    rows = result.all()
-    if not rows:
-        return None
-    return AddressedTicket(rows[0][5], rows[0][0], *_parties(rows))
 
 
 def partner_trip_ref() -> ScalarSelect[str]:
@@ -390,8 +324,14 @@ class PendingTicketUpdate:
         unknown = fields.keys() - _TICKET_TABLE.c.keys()
         if unknown or "id" in fields:
             raise TypeError(f"a ticket cannot change {', '.join(sorted(unknown or {'id'}))}")
+        # Read-only instances (storage.parties) have no ORM state: their values are kept in
+        # their __dict__, which is where reading them looks.
+        has_state = hasattr(self.ticket, "_sa_instance_state")
         for name, value in fields.items():
-            set_committed_value(self.ticket, name, value)
+            if has_state:
+                set_committed_value(self.ticket, name, value)
+            else:
+                self.ticket.__dict__[name] = value
         self._values.update(fields)
 
     def touch(self) -> None:

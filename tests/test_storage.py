@@ -377,6 +377,93 @@ async def test_ticket_changes_are_written_by_one_update_and_seen_at_once(
     assert (stored.status, stored.attention, stored.agent_name) == ("closed", "held", "Maria")
 
 
+async def test_ticket_and_parties_read_by_core_equal_the_orm_entities(database: Database) -> None:
+    """storage.parties builds read-only instances from one Core query: every field equals
+    what the ORM loads, types included (times, JSON lists); a ticket change through
+    PendingTicketUpdate shows on the instance and is written; setting a field directly
+    raises; and ticket_parties sees ORM changes the session has not flushed yet."""
+    from datetime import UTC, datetime
+
+    from storage.models import Alias, Partner, Ticket, Trip
+    from storage.parties import addressed_ticket, ticket_parties
+    from storage.tickets import PendingTicketUpdate, add_aliases
+
+    engine = make_engine(database.url, database.schema)
+    try:
+        await upgrade(engine)
+        sessions = make_sessions(engine)
+        async with transaction(sessions) as session:
+            partner = Partner(name="Acme", contact_email="desk@acme.example")
+            fleet = Fleet(
+                name="Cab Co", support_email="desk@cab.example", allowed_senders=["@cab.example"]
+            )
+            session.add_all([partner, fleet])
+            await session.flush()
+            assert partner.id is not None and fleet.id is not None
+            trip = Trip(
+                partner_id=partner.id,
+                partner_trip_id="T-1",
+                fleet_id=fleet.id,
+                pickup="Station",
+                dropoff="Airport",
+                scheduled_at=datetime(2026, 11, 20, 8, 30, tzinfo=UTC),
+            )
+            session.add(trip)
+            await session.flush()
+            ticket = Ticket(
+                partner_id=partner.id,
+                trip_id=trip.id,
+                fleet_id=fleet.id,
+                subject="Umbrella",
+                contact_email="ops@acme.example",
+            )
+            session.add(ticket)
+            await session.flush()
+            assert ticket.id is not None
+            await add_aliases(session, ticket.id)
+        async with transaction(sessions) as session:
+            aliases = (await session.exec(select(Alias).order_by(col(Alias.side)))).all()
+            fleet_alias = next(a for a in aliases if a.side == "fleet")
+            found = await addressed_ticket(session, fleet_alias.local_part.upper())
+            assert await addressed_ticket(session, "ticket-0-nobody") is None
+            orm = [
+                await session.get(m, i)
+                for m, i in [
+                    (Ticket, ticket.id),
+                    (Trip, trip.id),
+                    (Partner, partner.id),
+                    (Fleet, fleet.id),
+                ]
+            ]
+            assert found is not None
+            built = [found.ticket, found.parties.trip, found.parties.partner, found.parties.fleet]
+            for mine, theirs in zip(built, orm, strict=True):
+                assert theirs is not None and mine is not theirs
+                assert mine.model_dump() == theirs.model_dump()
+            assert found.parties.trip.scheduled_at.tzinfo is not None
+            assert found.parties.fleet.allowed_senders == ["@cab.example"]
+            assert found.alias.model_dump() == fleet_alias.model_dump()
+            assert {s: a.model_dump() for s, a in found.parties.aliases.items()} == {
+                a.side: a.model_dump() for a in aliases
+            }
+            with pytest.raises(AttributeError):
+                found.ticket.status = "closed"
+            changes = PendingTicketUpdate(found.ticket)
+            changes.set(status="closed", agent_name="Maria")
+            assert (found.ticket.status, found.ticket.agent_name) == ("closed", "Maria")
+            await changes.write(session)
+            trip_orm = orm[1]
+            assert isinstance(trip_orm, Trip)
+            trip_orm.pickup = "Harbour"  # pending in the unit of work, not flushed
+            parties = await ticket_parties(session, found.ticket)
+            assert parties.trip.pickup == "Harbour"
+        async with make_read_sessions(engine)() as session:
+            stored = await session.get(Ticket, ticket.id)
+    finally:
+        await engine.dispose()
+    assert stored is not None and (stored.status, stored.agent_name) == ("closed", "Maria")
+
+
 if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent otherwise
 
     async def test_postgresql_pings_only_connections_that_sat_idle(
