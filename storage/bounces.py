@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import RelaySecret, Suppression
 
 _SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
@@ -33,7 +34,7 @@ async def suppressed_among(session: AsyncSession, addresses: Iterable[str]) -> s
     if not wanted:
         return set()
     query = select(_SUPPRESSION.c.address).where(_SUPPRESSION.c.address.in_(wanted))
-    result = await (await session.connection()).execute(query)
+    result = await (await connection_of(session)).execute(query)
     return set(result.scalars().all())
 
 

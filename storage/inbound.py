@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import Message
 
 
@@ -33,7 +34,7 @@ async def alias_traffic(
     dedup_key) index and ix_message_alias_created)."""
     params = {"alias_id": alias_id, "dedup_key": dedup_key, "since": since}
     # Core, not session.exec: no entities to load, so none of the ORM's per-query set-up.
-    row = (await (await session.connection()).execute(_ALIAS_TRAFFIC, params)).one()
+    row = (await (await connection_of(session)).execute(_ALIAS_TRAFFIC, params)).one()
     return bool(row[0]), int(row[1])
 
 
@@ -52,4 +53,4 @@ async def cites_other_ticket(session: AsyncSession, ticket_id: int, msgids: Sequ
         )
         .limit(1)
     )
-    return (await (await session.connection()).execute(query)).first() is not None
+    return (await (await connection_of(session)).execute(query)).first() is not None

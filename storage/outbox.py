@@ -12,6 +12,7 @@ from sqlalchemy import ColumnElement, bindparam, func, or_, text, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import OutboxItem
 from storage.rows import insert_row
 from storage.sqlite_driver import OFF_LOOP
@@ -60,7 +61,7 @@ async def enqueue(
     )
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Delivered at commit, and only then: workers in other processes wake at once.
-        await (await session.connection()).execute(_NOTIFY, {"origin": origin})
+        await (await connection_of(session)).execute(_NOTIFY, {"origin": origin})
     return item
 
 
@@ -122,7 +123,7 @@ async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list
         "lease_end": now + lease,
         "claimer": secrets.token_hex(8),
     }
-    result = await (await session.connection()).execute(_CLAIM, params)
+    result = await (await connection_of(session)).execute(_CLAIM, params)
     # Read-only instances: the worker only reads them, and __init__ costs ~100 µs a row.
     return [OutboxItem.model_construct(**row._mapping) for row in result]
 
@@ -172,7 +173,7 @@ class RowState:
 
 async def states(session: AsyncSession, item_ids: list[int]) -> dict[int, RowState]:
     """Each row's status and error as they are now, by id, locked until the commit."""
-    connection = await session.connection()
+    connection = await connection_of(session)
     result = await connection.execute(_STATES, {"ids": item_ids})
     return {row.id: RowState(row.status, row.last_error) for row in result}
 
@@ -192,4 +193,4 @@ async def settle(session: AsyncSession, settlements: Sequence[Settlement]) -> No
         }
         for s in settlements
     ]
-    await (await session.connection()).execute(_SETTLE, values)
+    await (await connection_of(session)).execute(_SETTLE, values)

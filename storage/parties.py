@@ -22,6 +22,7 @@ from sqlalchemy.orm import configure_mappers
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import Alias, Fleet, Partner, Ticket, Trip
 
 
@@ -114,7 +115,7 @@ async def ticket_parties(session: AsyncSession, ticket: Ticket) -> Parties:
     database costs more than the rows it returns."""
     if session.sync_session.new or session.sync_session.dirty:
         await session.flush()  # what an ORM query would have done first
-    connection = await session.connection()
+    connection = await connection_of(session)
     result = await connection.execute(_TICKET_PARTIES, {"ticket_id": ticket.id})
     rows = result.all()
     assert rows, f"ticket {ticket.id} lost its trip, partner or fleet"
@@ -133,7 +134,7 @@ class AddressedTicket:
 async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
     """An active alias with its ticket, trip, partner, fleet and both aliases, in one query:
     inbound mail reads all of it before anything else."""
-    connection = await session.connection()
+    connection = await connection_of(session)
     result = await connection.execute(_ADDRESSED_TICKET, {"local_part": local_part.lower()})
     rows = result.all()
     if not rows:

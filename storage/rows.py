@@ -24,6 +24,8 @@ from sqlalchemy.orm import configure_mappers
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
+
 Row = TypeVar("Row", bound=SQLModel)
 
 
@@ -112,7 +114,7 @@ async def insert_row(session: AsyncSession, model: type[Row], **values: Any) -> 
     """Write one row now; returns it as written, with the id the database assigned."""
     inserts = _inserts(model)
     row = _row_values(model, inserts, values)
-    result = await (await session.connection()).execute(inserts.one, row)
+    result = await (await connection_of(session)).execute(inserts.one, row)
     if inserts.generated_id:
         row["id"] = result.scalar_one()
     written = model.model_construct(**row)
@@ -128,4 +130,4 @@ async def insert_rows(
         return
     inserts = _inserts(model)
     params = [_row_values(model, inserts, values) for values in rows]
-    await (await session.connection()).execute(inserts.many, params)
+    await (await connection_of(session)).execute(inserts.many, params)

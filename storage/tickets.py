@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import (
     Alias,
     Attachment,
@@ -68,7 +69,7 @@ _ACTIVE_ALIAS = select(_ALIAS_TABLE.c.id).where(
 async def alias_is_active(session: AsyncSession, local_part: str) -> bool:
     """Whether mail to `local_part` has a ticket to go to: asked at every RCPT, so a Core
     query for one id, not an ORM entity."""
-    connection = await session.connection()
+    connection = await connection_of(session)
     result = await connection.execute(_ACTIVE_ALIAS, {"local_part": local_part.lower()})
     return result.first() is not None
 
@@ -148,7 +149,7 @@ async def recent_msgids(
     one index range (ix_message_ticket_created) however long the conversation grew."""
     # Ids start at 1: excluding 0 excludes nothing.
     params = {"ticket_id": ticket_id, "exclude": exclude or 0, "limit": limit}
-    result = await (await session.connection()).execute(_RECENT_MSGIDS[side], params)
+    result = await (await connection_of(session)).execute(_RECENT_MSGIDS[side], params)
     return [msgid for msgid in reversed(result.scalars().all()) if msgid]
 
 
@@ -340,6 +341,6 @@ class PendingTicketUpdate:
     async def write(self, session: AsyncSession) -> None:
         if not self._values:
             return
-        connection = await session.connection()
+        connection = await connection_of(session)
         await connection.execute(_UPDATE_TICKET, {**self._values, "ticket_id_": self.ticket.id})
         self._values.clear()

@@ -464,6 +464,30 @@ async def test_ticket_and_parties_read_by_core_equal_the_orm_entities(database: 
     assert stored is not None and (stored.status, stored.agent_name) == ("closed", "Maria")
 
 
+
+async def test_connection_of_is_asked_once_per_transaction(database: Database) -> None:
+    """storage.db.connection_of keeps a session's connection for its transaction only: the
+    same one for every statement of a transaction, and the session's new one after a
+    commit or a rollback (a kept connection would then run outside any transaction)."""
+    from storage.db import connection_of
+
+    engine = make_engine(database.url, database.schema)
+    try:
+        await upgrade(engine)
+        async with make_sessions(engine)() as session:
+            first = await connection_of(session)
+            assert await connection_of(session) is first is await session.connection()
+            await session.commit()
+            second = await connection_of(session)
+            assert second is await session.connection() and second.sync_connection is not None
+            await second.execute(text("SELECT 1"))
+            await session.rollback()
+            third = await connection_of(session)
+            assert third is await session.connection()
+            assert third.in_transaction()
+    finally:
+        await engine.dispose()
+
 if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent otherwise
 
     async def test_postgresql_pings_only_connections_that_sat_idle(
