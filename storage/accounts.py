@@ -7,10 +7,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import ApiKey, Fleet, Partner
+from storage.read_only import select_models, table_of
 from storage.types import utcnow
 
 KEY_PREFIX = "sr"
@@ -89,21 +92,29 @@ async def revoke_key(session: AsyncSession, key_id: int) -> bool:
     return True
 
 
+_KEYS, _PARTNERS = table_of(ApiKey), table_of(Partner)
+# Every API request runs this: built once; the partner comes back as a read-only instance
+# (storage.read_only), since nothing changes the caller's partner through the session.
+_KEY_AND_PARTNER, (_PARTNER_COLUMNS,) = select_models(
+    (Partner, _PARTNERS), leading=(_KEYS.c.secret_hash,)
+)
+_KEY_AND_PARTNER = _KEY_AND_PARTNER.join_from(
+    _KEYS, _PARTNERS, _PARTNERS.c.id == _KEYS.c.partner_id
+).where(_KEYS.c.prefix == bindparam("prefix"), _KEYS.c.revoked_at.is_(None))
+
+
 async def partner_for_key(session: AsyncSession, presented: str) -> Partner | None:
     """The partner owning a live key, or None. Unknown prefixes cost the same hash compare."""
     parts = presented.split("_", 2)
     prefix = parts[1] if len(parts) == 3 and parts[0] == KEY_PREFIX else ""
     # One query for key and partner: every API request pays for this lookup.
-    query = (
-        select(ApiKey.secret_hash, Partner)
-        .join(Partner, col(Partner.id) == col(ApiKey.partner_id))
-        .where(ApiKey.prefix == prefix, col(ApiKey.revoked_at).is_(None))
-    )
-    found = (await session.exec(query)).first()
+    connection = await connection_of(session)
+    found = (await connection.execute(_KEY_AND_PARTNER, {"prefix": prefix})).first()
     expected = found[0] if found else _hash(secrets.token_hex(16))
     if not hmac.compare_digest(expected, _hash(presented)) or found is None:
         return None
-    return found[1]
+    partner: Partner = _PARTNER_COLUMNS.build(found)
+    return partner
 
 
 async def list_partners(session: AsyncSession) -> list[Partner]:

@@ -1,14 +1,10 @@
 """A ticket with its trip, partner, fleet and both aliases, read by one Core query.
 
 Every inbound message reads this before anything else, and every email the API queues reads
-its parties. Loaded as ORM entities, the six objects cost about 450 µs of CPU on top of the
-150 µs query (identity map, instance state, loader callables: measured on the inbound path,
-SQLite). Nothing changes them through the session, so they are built here as read-only
-model instances from the Core rows (`model_construct`, about 9 µs each): setting an
-attribute on one raises. A change to a ticket goes through `PendingTicketUpdate`.
-
-A Core query does not flush the session first, as an ORM query would: `ticket_parties`
-flushes pending ORM changes itself, so what it reads is what the transaction wrote.
+its parties. As ORM entities the six objects cost about 450 µs of CPU on top of the 150 µs
+query (measured on the inbound path, SQLite); nothing changes them through the session, so
+they are read-only instances (`storage.read_only`). A ticket changes through
+`PendingTicketUpdate`.
 """
 
 from __future__ import annotations
@@ -17,61 +13,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, bindparam, select
-from sqlalchemy.orm import configure_mappers
+from sqlalchemy import Row, Select, bindparam
+from sqlalchemy.sql import FromClause
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import connection_of
 from storage.models import Alias, Fleet, Partner, Ticket, Trip
+from storage.read_only import Columns, flush_pending, select_models, table_of
 
-
-def _table(model: type[SQLModel]) -> Table:
-    table = model.__table__  # type: ignore[attr-defined]
-    assert isinstance(table, Table)
-    return table
-
-
-# model_construct's instances read their fields through the mapped attributes.
-configure_mappers()
-_TICKETS, _TRIPS, _PARTNERS, _FLEETS = (_table(m) for m in (Ticket, Trip, Partner, Fleet))
-_EACH_ALIAS = _table(Alias).alias("each_alias")
-_ADDRESSED = _table(Alias).alias("addressed")
-
-
-@dataclass(frozen=True)
-class _Slice:
-    """Where one model's columns sit in a row, and their names."""
-
-    model: type[SQLModel]
-    start: int
-    names: tuple[str, ...]
-
-    def build(self, row: Row[Any]) -> Any:
-        values = row[self.start : self.start + len(self.names)]
-        if values[0] is None:  # the outer join found no alias
-            return None
-        return self.model.model_construct(**dict(zip(self.names, values, strict=True)))
-
-
-def _query(*parts: tuple[type[SQLModel], Any]) -> tuple[Select[Any], tuple[_Slice, ...]]:
-    """SELECT every column of each (model, table) in order, and where each one's are."""
-    columns: list[Any] = []
-    slices: list[_Slice] = []
-    for model, table in parts:
-        # `id` first: a NULL there means an outer join found nothing.
-        names = ("id", *(n for n in table.c.keys() if n != "id"))
-        slices.append(_Slice(model, len(columns), names))
-        columns += [table.c[n].label(f"c{len(columns) + i}") for i, n in enumerate(names)]
-    return select(*columns), tuple(slices)
+_TICKETS, _TRIPS, _PARTNERS, _FLEETS = (table_of(m) for m in (Ticket, Trip, Partner, Fleet))
+_EACH_ALIAS = table_of(Alias).alias("each_alias")
+_ADDRESSED = table_of(Alias).alias("addressed")
 
 
 _PARTIES = ((Ticket, _TICKETS), (Trip, _TRIPS), (Partner, _PARTNERS), (Fleet, _FLEETS))
 
 
-def _with_parties(*more: tuple[type[SQLModel], Any]) -> tuple[Select[Any], tuple[_Slice, ...]]:
+def _with_parties(
+    *more: tuple[type[SQLModel], FromClause],
+) -> tuple[Select[Any], tuple[Columns, ...]]:
     """A ticket with its trip, partner, fleet and each of its aliases: a row per alias."""
-    query, slices = _query(*_PARTIES, (Alias, _EACH_ALIAS), *more)
+    query, slices = select_models(*_PARTIES, (Alias, _EACH_ALIAS), *more)
     query = (
         query.select_from(_TICKETS)
         .join(_TRIPS, _TRIPS.c.id == _TICKETS.c.trip_id)
@@ -103,7 +66,7 @@ class Parties:
     aliases: dict[str, Alias]
 
 
-def _parties(rows: Sequence[Row[Any]], slices: tuple[_Slice, ...]) -> tuple[Ticket, Parties]:
+def _parties(rows: Sequence[Row[Any]], slices: tuple[Columns, ...]) -> tuple[Ticket, Parties]:
     first = rows[0]
     ticket, trip, partner, fleet = (s.build(first) for s in slices[:4])
     aliases = {a.side: a for a in (slices[4].build(row) for row in rows) if a is not None}
@@ -113,8 +76,7 @@ def _parties(rows: Sequence[Row[Any]], slices: tuple[_Slice, ...]) -> tuple[Tick
 async def ticket_parties(session: AsyncSession, ticket: Ticket) -> Parties:
     """A ticket's trip, partner, fleet and aliases in one query: each round trip to the
     database costs more than the rows it returns."""
-    if session.sync_session.new or session.sync_session.dirty:
-        await session.flush()  # what an ORM query would have done first
+    await flush_pending(session)
     connection = await connection_of(session)
     result = await connection.execute(_TICKET_PARTIES, {"ticket_id": ticket.id})
     rows = result.all()

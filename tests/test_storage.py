@@ -464,7 +464,6 @@ async def test_ticket_and_parties_read_by_core_equal_the_orm_entities(database: 
     assert stored is not None and (stored.status, stored.agent_name) == ("closed", "Maria")
 
 
-
 async def test_connection_of_is_asked_once_per_transaction(database: Database) -> None:
     """storage.db.connection_of keeps a session's connection for its transaction only: the
     same one for every statement of a transaction, and the session's new one after a
@@ -487,6 +486,39 @@ async def test_connection_of_is_asked_once_per_transaction(database: Database) -
             assert third.in_transaction()
     finally:
         await engine.dispose()
+
+
+async def test_partner_for_key_gives_the_keys_partner_read_only(database: Database) -> None:
+    """The API-key lookup builds the partner from one Core row: the same values as the ORM
+    entity (JSON list and time included), read-only; a revoked or wrong key finds none."""
+    from storage.accounts import create_partner, issue_key, partner_for_key, revoke_key
+    from storage.models import Partner
+
+    engine = make_engine(database.url, database.schema)
+    try:
+        await upgrade(engine)
+        async with transaction(make_sessions(engine)) as session:
+            partner = await create_partner(
+                session, "Acme", "desk@acme.example", allowed_senders=["@acme.example"]
+            )
+            assert partner.id is not None
+            key = await issue_key(session, partner.id)
+        async with make_read_sessions(engine)() as session:
+            found = await partner_for_key(session, key.secret)
+            stored = await session.get(Partner, partner.id)
+            wrong = await partner_for_key(session, key.secret[:-2] + "xx")
+        assert found is not None and stored is not None and wrong is None
+        assert found.model_dump() == stored.model_dump()
+        assert found.allowed_senders == ["@acme.example"] and found.created_at.tzinfo
+        with pytest.raises(AttributeError):
+            found.name = "Renamed"
+        async with transaction(make_sessions(engine)) as session:
+            assert await revoke_key(session, key.id)
+        async with make_read_sessions(engine)() as session:
+            assert await partner_for_key(session, key.secret) is None
+    finally:
+        await engine.dispose()
+
 
 if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent otherwise
 
