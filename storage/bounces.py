@@ -5,26 +5,38 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import connection_of
 from storage.models import RelaySecret, Suppression
+from storage.read_only import flush_pending, select_models
 
 _SUPPRESSION = Suppression.__table__  # type: ignore[attr-defined]
+
+
+_SUPPRESSIONS_OF, (_SUPPRESSION_COLUMNS,) = select_models((Suppression, _SUPPRESSION))
+_SUPPRESSIONS_OF = _SUPPRESSIONS_OF.where(
+    _SUPPRESSION.c.address.in_(bindparam("addresses", expanding=True))
+)
 
 
 async def suppressions_for(
     session: AsyncSession, addresses: Iterable[str]
 ) -> dict[str, Suppression]:
-    """The suppressions of these addresses, keyed by lower-cased address."""
+    """The suppressions of these addresses, keyed by lower-cased address; read-only
+    instances (storage.read_only): every ticket detail shows them, nothing changes them."""
     wanted = {a.lower() for a in addresses if a}
     if not wanted:
         return {}
-    query = select(Suppression).where(col(Suppression.address).in_(wanted))
-    return {row.address: row for row in (await session.exec(query)).all()}
+    await flush_pending(session)
+    result = await (await connection_of(session)).execute(
+        _SUPPRESSIONS_OF, {"addresses": list(wanted)}
+    )
+    found = (_SUPPRESSION_COLUMNS.build(row) for row in result)
+    return {row.address: row for row in found}
 
 
 async def suppressed_among(session: AsyncSession, addresses: Iterable[str]) -> set[str]:

@@ -4,14 +4,38 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.models import Trip
+from storage.read_only import flush_pending, select_models, table_of
 from storage.types import utcnow
+
+_TRIPS = table_of(Trip)
+_TRIP_BY_PARTNER_ID, (_TRIP_COLUMNS,) = select_models((Trip, _TRIPS))
+_TRIP_BY_PARTNER_ID = _TRIP_BY_PARTNER_ID.where(
+    _TRIPS.c.partner_id == bindparam("partner_id"),
+    _TRIPS.c.partner_trip_id == bindparam("partner_trip_id"),
+)
 
 
 async def trip_by_partner_id(
+    session: AsyncSession, partner_id: int, partner_trip_id: str
+) -> Trip | None:
+    """The partner's trip, read-only (storage.read_only): every ticket creation and order
+    request looks one up only to read it. `upsert_trip` loads its own to change it."""
+    await flush_pending(session)
+    params = {"partner_id": partner_id, "partner_trip_id": partner_trip_id}
+    row = (await (await connection_of(session)).execute(_TRIP_BY_PARTNER_ID, params)).first()
+    if row is None:
+        return None
+    trip: Trip = _TRIP_COLUMNS.build(row)
+    return trip
+
+
+async def _trip_to_change(
     session: AsyncSession, partner_id: int, partner_trip_id: str
 ) -> Trip | None:
     query = select(Trip).where(
@@ -40,7 +64,7 @@ async def upsert_trip(
     driver_name: str | None,
 ) -> tuple[Trip, bool]:
     """Create or replace a trip; returns (trip, created)."""
-    trip = await trip_by_partner_id(session, partner_id, partner_trip_id)
+    trip = await _trip_to_change(session, partner_id, partner_trip_id)
     created = trip is None
     if trip is None:
         trip = Trip(

@@ -520,6 +520,53 @@ async def test_partner_for_key_gives_the_keys_partner_read_only(database: Databa
         await engine.dispose()
 
 
+async def test_trip_lookup_is_read_only_and_sees_the_transactions_own_change(
+    database: Database,
+) -> None:
+    """trip_by_partner_id reads by Core into a read-only instance, after flushing what the
+    session has pending (an ORM query would have); upsert_trip still changes the trip."""
+    from datetime import UTC, datetime
+
+    from storage.accounts import create_fleet, create_partner
+    from storage.trips import trip_by_partner_id, upsert_trip
+
+    engine = make_engine(database.url, database.schema)
+    when = datetime(2026, 11, 20, 8, 30, tzinfo=UTC)
+    trip_fields: dict[str, Any] = {
+        "pickup": "Station",
+        "dropoff": "Airport",
+        "scheduled_at": when,
+        "passenger_name": None,
+        "vehicle": None,
+        "driver_name": None,
+    }
+    try:
+        await upgrade(engine)
+        async with transaction(make_sessions(engine)) as session:
+            partner = await create_partner(session, "Acme", "desk@acme.example", [])
+            fleet = await create_fleet(session, "Cab Co", "desk@cab.example", [])
+            assert partner.id is not None and fleet.id is not None
+            await upsert_trip(session, partner.id, "BK-1", fleet_id=fleet.id, **trip_fields)
+            trip_fields["pickup"] = "Harbour"
+            changed, created = await upsert_trip(
+                session, partner.id, "BK-1", fleet_id=fleet.id, **trip_fields
+            )
+            assert not created
+            changed.vehicle = "Blue van"  # pending, not flushed
+            found = await trip_by_partner_id(session, partner.id, "BK-1")
+            assert await trip_by_partner_id(session, partner.id, "BK-2") is None
+            assert found is not None and found is not changed
+            assert (found.pickup, found.vehicle, found.scheduled_at) == (
+                "Harbour",
+                "Blue van",
+                when,
+            )
+            with pytest.raises(AttributeError):
+                found.pickup = "Elsewhere"
+    finally:
+        await engine.dispose()
+
+
 if PG_URL:  # PostgreSQL's pool only: collected in the PostgreSQL run, absent otherwise
 
     async def test_postgresql_pings_only_connections_that_sat_idle(
