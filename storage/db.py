@@ -212,7 +212,9 @@ async def connection_of(session: AsyncSession) -> AsyncConnection:
     session has another transaction (or none), and the connection is asked for again."""
     current = session.sync_session.get_transaction()
     kept = session.info.get(_CONNECTION)
-    if current is not None and kept is not None and kept[0] is current:
+    # An inactive transaction (a failed flush) must reach session.connection(), which
+    # raises as it should, not get the kept connection.
+    if current is not None and current.is_active and kept is not None and kept[0] is current:
         connection: AsyncConnection = kept[1]
         return connection
     connection = await session.connection()

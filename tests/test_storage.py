@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 from sqlmodel import col, select
 
 from bench.common import pg_execute
@@ -484,6 +484,12 @@ async def test_connection_of_is_asked_once_per_transaction(database: Database) -
             third = await connection_of(session)
             assert third is await session.connection()
             assert third.in_transaction()
+            session.add(Fleet(name="No address"))  # support_email is NOT NULL
+            with pytest.raises(IntegrityError):
+                await session.flush()
+            # The failed flush ended the transaction: its kept connection is not handed out.
+            with pytest.raises(PendingRollbackError):
+                await connection_of(session)
     finally:
         await engine.dispose()
 
