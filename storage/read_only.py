@@ -3,8 +3,10 @@
 Loading entities through the ORM costs far more than the query (identity map, instance
 state, loader callables: about 450 µs for a ticket and its five parties, on top of a
 150 µs query). Code that only reads what it loaded can have the same values as instances
-built by `model_construct` (about 9 µs each): setting an attribute on one raises, so a change
-cannot be lost silently; changes go through the session or a Core UPDATE.
+built by `model_construct` (about 9 µs each). Setting an attribute on one raises, and
+`session.add` refuses one, so such a change is not silently dropped; a JSON list or dict
+changed in place would be, as on any detached instance. Changes go through the session (an
+ORM-loaded instance) or a Core UPDATE.
 
 A Core query does not flush the session first, as an ORM query would: a caller that may have
 pending ORM changes flushes them itself (`flush_pending`).
@@ -20,9 +22,6 @@ from sqlalchemy.orm import configure_mappers
 from sqlalchemy.sql import FromClause
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
-
-# model_construct's instances read their fields through the mapped attributes.
-configure_mappers()
 
 
 def table_of(model: type[SQLModel]) -> Table:
@@ -53,6 +52,9 @@ def select_models(
 ) -> tuple[Select[Any], tuple[Columns, ...]]:
     """SELECT the `leading` columns, then every column of each (model, table or alias) in
     order; and where each model's columns are in the rows."""
+    # model_construct's instances read their fields through the mapped attributes, which
+    # exist once the mappers are configured: here, where every model is surely imported.
+    configure_mappers()
     columns: list[Any] = list(leading)
     found: list[Columns] = []
     for model, table in parts:
@@ -65,5 +67,6 @@ def select_models(
 
 async def flush_pending(session: AsyncSession) -> None:
     """What an ORM query does before it runs: write the session's pending changes."""
-    if session.sync_session.new or session.sync_session.dirty:
+    pending = session.sync_session
+    if pending.new or pending.dirty or pending.deleted:
         await session.flush()
