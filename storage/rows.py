@@ -43,7 +43,8 @@ class _Inserts:
     generated_id: bool
 
 
-_IMMUTABLE = (type(None), bool, int, float, str, bytes, tuple, frozenset)
+# Values that can be shared between rows; anything else (a tuple may hold a list) is copied.
+_IMMUTABLE = (type(None), bool, int, float, str, bytes)
 
 
 def _default_maker(field: FieldInfo) -> Callable[[], Any]:
