@@ -90,12 +90,6 @@ def _single_sender(header: Any, addresses: tuple[Address, ...], header_value: st
         return None
 
 
-def parse_single_sender(header_value: str) -> str | None:
-    """The one address in a From header, or None if there is not exactly one unambiguous one
-    (see `read_from_header`)."""
-    return read_from_header(header_value).sender
-
-
 def sender_allowed(sender: str, allowed: list[str]) -> bool:
     """Whether `sender` matches an allow-list entry: an exact address or `@domain`."""
     sender = sender.lower()

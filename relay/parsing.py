@@ -32,6 +32,8 @@ _MSGID = re.compile(r"<[!-;=?-~]{1,250}>")
 # Headers read for classification: the RFC 3834 family and our own loop marker.
 _CLASSIFY_HEADERS = (*AUTOMATIC_HEADERS, LOOP_HEADER.lower())
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+# Fields read as sent, not through policy.default's parse (see _raw_headers).
+_READ_RAW = frozenset({"from", "message-id"})
 
 
 @dataclass(frozen=True)
@@ -189,16 +191,16 @@ def _files(
     return attachments, inline
 
 
-def _raw_headers(msg: Message) -> dict[str, list[str]]:
-    """Each header field's values exactly as sent, unfolded, by lower-cased name.
+def _raw_headers(msg: Message, names: frozenset[str]) -> dict[str, list[str]]:
+    """The values of the fields `names` (lower-cased) exactly as sent, unfolded.
 
     For From and Message-ID: policy.default would parse each into a structured header
     (the From header alone: about 0.2 ms) to render it back into a string that is then
     parsed again (From, strictly) or searched for an ID."""
     found: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
-        unfolded = _FOLD.sub("", str(value)).strip()
-        found.setdefault(name.lower(), []).append(unfolded)
+        if (key := name.lower()) in names:
+            found.setdefault(key, []).append(_FOLD.sub("", str(value)).strip())
     return found
 
 
@@ -238,7 +240,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     else:
         text = html_to_text(html) if html else ""
     attachments, inline = _files(msg, (plain, html_part))
-    raw_headers = _raw_headers(msg)
+    raw_headers = _raw_headers(msg, _READ_RAW)
     from_header = _raw_from(raw_headers)
     author = read_from_header(from_header) if from_header else FromHeader(None, "")
     ids = _msgids(_first(raw_headers, "message-id"))

@@ -7,7 +7,7 @@ from email.header import decode_header, make_header
 
 import pytest
 
-from relay.addresses import parse_single_sender, sender_allowed, split_rcpt
+from relay.addresses import read_from_header, sender_allowed, split_rcpt
 from relay.compose import Envelope, Threading, build_email
 from relay.headers import header_text
 from relay.masking import mask_addresses
@@ -54,7 +54,7 @@ def test_masker_finds_an_address_written_only_percent_encoded() -> None:
     ],
 )
 def test_ambiguous_or_invalid_from_is_refused(header: str) -> None:
-    assert parse_single_sender(header) is None
+    assert read_from_header(header).sender is None
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_ambiguous_or_invalid_from_is_refused(header: str) -> None:
     ],
 )
 def test_plain_from_is_parsed(header: str, expected: str) -> None:
-    assert parse_single_sender(header) == expected
+    assert read_from_header(header).sender == expected
 
 
 def test_sender_allow_list() -> None:
@@ -169,4 +169,4 @@ def test_parsed_message_reads_sender_and_name_from_one_parse(
     parsed = parse_message(raw)
     assert parsed.sender == sender
     assert parsed.from_name == name
-    assert parsed.sender == (parse_single_sender(parsed.from_header or "") or None)
+    assert parsed.sender == read_from_header(parsed.from_header or "").sender
