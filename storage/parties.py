@@ -66,11 +66,11 @@ class Parties:
     aliases: dict[str, Alias]
 
 
-def _parties(rows: Sequence[Row[Any]], slices: tuple[Columns, ...]) -> tuple[Ticket, Parties]:
-    first = rows[0]
-    ticket, trip, partner, fleet = (s.build(first) for s in slices[:4])
+def _parties(rows: Sequence[Row[Any]], slices: tuple[Columns, ...]) -> Parties:
+    """The parties from `_with_parties` rows (slices 1-4: trip, partner, fleet, alias)."""
+    trip, partner, fleet = (s.build(rows[0]) for s in slices[1:4])
     aliases = {a.side: a for a in (slices[4].build(row) for row in rows) if a is not None}
-    return ticket, Parties(trip, partner, fleet, aliases)
+    return Parties(trip, partner, fleet, aliases)
 
 
 async def ticket_parties(session: AsyncSession, ticket: Ticket) -> Parties:
@@ -81,7 +81,7 @@ async def ticket_parties(session: AsyncSession, ticket: Ticket) -> Parties:
     result = await connection.execute(_TICKET_PARTIES, {"ticket_id": ticket.id})
     rows = result.all()
     assert rows, f"ticket {ticket.id} lost its trip, partner or fleet"
-    return _parties(rows, _TICKET_SLICES)[1]
+    return _parties(rows, _TICKET_SLICES)
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,5 @@ async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedT
     rows = result.all()
     if not rows:
         return None
-    ticket, parties = _parties(rows, _ADDRESSED_SLICES)
-    alias = _ADDRESSED_SLICES[5].build(rows[0])
-    return AddressedTicket(alias, ticket, parties)
+    ticket, alias = _ADDRESSED_SLICES[0].build(rows[0]), _ADDRESSED_SLICES[5].build(rows[0])
+    return AddressedTicket(alias, ticket, _parties(rows, _ADDRESSED_SLICES))
