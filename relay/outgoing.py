@@ -16,7 +16,7 @@ from relay.config import Settings
 from relay.rendering import Renderer
 from storage import outbox
 from storage.models import Alias, Fleet, Message, OutboxItem, Partner, Ticket, Trip
-from storage.parties import ticket_parties
+from storage.parties import Parties, ticket_parties
 from storage.tickets import FLEET, other_side
 
 
@@ -29,6 +29,10 @@ class TicketBundle:
     partner: Partner
     fleet: Fleet
     aliases: dict[str, Alias]
+
+    @classmethod
+    def of(cls, ticket: Ticket, parties: Parties) -> TicketBundle:
+        return cls(ticket, parties.trip, parties.partner, parties.fleet, parties.aliases)
 
     def alias_for(self, writer: str) -> str:
         """The masked address that `writer` (a side) sends to, and receives from."""
@@ -50,8 +54,7 @@ class TicketBundle:
 
 async def load_bundle(session: AsyncSession, ticket: Ticket) -> TicketBundle:
     assert ticket.id is not None
-    parties = await ticket_parties(session, ticket)
-    return TicketBundle(ticket, parties.trip, parties.partner, parties.fleet, parties.aliases)
+    return TicketBundle.of(ticket, await ticket_parties(session, ticket))
 
 
 class Mailer:

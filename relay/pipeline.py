@@ -241,10 +241,7 @@ class InboundPipeline:
         if found is None:  # deactivated between RCPT and DATA
             raise UnknownAlias()
         ctx.alias = found.alias
-        parties = found.parties
-        ctx.bundle = TicketBundle(
-            found.ticket, parties.trip, parties.partner, parties.fleet, parties.aliases
-        )
+        ctx.bundle = TicketBundle.of(found.ticket, found.parties)
         ctx.ticket_changes = PendingTicketUpdate(found.ticket)
 
     async def authorize(self, ctx: InboundContext) -> None:
