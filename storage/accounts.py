@@ -11,7 +11,7 @@ from sqlalchemy import bindparam
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import connection_of
+from storage.direct import Prepared
 from storage.models import ApiKey, Fleet, Partner
 from storage.read_only import select_models, table_of
 from storage.types import utcnow
@@ -95,12 +95,14 @@ async def revoke_key(session: AsyncSession, key_id: int) -> bool:
 _KEYS, _PARTNERS = table_of(ApiKey), table_of(Partner)
 # Every API request runs this: built once; the partner comes back as a read-only instance
 # (storage.read_only), since nothing changes the caller's partner through the session.
-_KEY_AND_PARTNER, (_PARTNER_COLUMNS,) = select_models(
+_key_and_partner, (_PARTNER_COLUMNS,) = select_models(
     (Partner, _PARTNERS), leading=(_KEYS.c.secret_hash,)
 )
-_KEY_AND_PARTNER = _KEY_AND_PARTNER.join_from(
-    _KEYS, _PARTNERS, _PARTNERS.c.id == _KEYS.c.partner_id
-).where(_KEYS.c.prefix == bindparam("prefix"), _KEYS.c.revoked_at.is_(None))
+_KEY_AND_PARTNER = Prepared(
+    _key_and_partner.join_from(_KEYS, _PARTNERS, _PARTNERS.c.id == _KEYS.c.partner_id).where(
+        _KEYS.c.prefix == bindparam("prefix"), _KEYS.c.revoked_at.is_(None)
+    )
+)
 
 
 async def partner_for_key(session: AsyncSession, presented: str) -> Partner | None:
@@ -108,8 +110,7 @@ async def partner_for_key(session: AsyncSession, presented: str) -> Partner | No
     parts = presented.split("_", 2)
     prefix = parts[1] if len(parts) == 3 and parts[0] == KEY_PREFIX else ""
     # One query for key and partner: every API request pays for this lookup.
-    connection = await connection_of(session)
-    found = (await connection.execute(_KEY_AND_PARTNER, {"prefix": prefix})).first()
+    found = (await _KEY_AND_PARTNER.rows(session, {"prefix": prefix})).first()
     expected = found[0] if found else _hash(secrets.token_hex(16))
     if not hmac.compare_digest(expected, _hash(presented)) or found is None:
         return None

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import connection_of
+from storage.direct import Prepared
 from storage.models import Message
 
 
@@ -22,8 +23,9 @@ def _alias_traffic_query() -> Any:
     return select(duplicate, recent.scalar_subquery())
 
 
-# Built once (it runs for every message): the statement cache spares only the compile.
-_ALIAS_TRAFFIC = _alias_traffic_query()
+# Built once (it runs for every message): the statement cache spares only the compile. It
+# runs on the driver's connection (storage.direct).
+_ALIAS_TRAFFIC = Prepared(_alias_traffic_query())
 
 
 async def alias_traffic(
@@ -33,8 +35,7 @@ async def alias_traffic(
     it received after `since`: one statement, two index lookups (the unique (alias_id,
     dedup_key) index and ix_message_alias_created)."""
     params = {"alias_id": alias_id, "dedup_key": dedup_key, "since": since}
-    # Core, not session.exec: no entities to load, so none of the ORM's per-query set-up.
-    row = (await (await connection_of(session)).execute(_ALIAS_TRAFFIC, params)).one()
+    row = (await _ALIAS_TRAFFIC.rows(session, params)).one()
     return bool(row[0]), int(row[1])
 
 

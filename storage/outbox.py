@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, text, update
+from sqlalchemy import ColumnElement, bindparam, func, literal, or_, update
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import connection_of
+from storage.direct import Prepared
 from storage.models import OutboxItem
 from storage.rows import insert_row
-from storage.sqlite_driver import OFF_LOOP
 from storage.types import UTCDateTime, utcnow
 
 PENDING = "pending"
@@ -28,7 +28,7 @@ BOUNCED = "bounced"
 
 CHANNEL = "relay_outbox"
 # Sent at commit, and only then, like NOTIFY; pg_notify takes the payload as a parameter.
-_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :origin)")
+_NOTIFY = Prepared(select(func.pg_notify(literal(CHANNEL), bindparam("origin"))))
 
 
 async def enqueue(
@@ -61,7 +61,7 @@ async def enqueue(
     )
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         # Delivered at commit, and only then: workers in other processes wake at once.
-        await (await connection_of(session)).execute(_NOTIFY, {"origin": origin})
+        await _NOTIFY.rows(session, {"origin": origin})
     return item
 
 
@@ -110,7 +110,7 @@ def _claim_statement() -> Any:
 # the rows after it. Built once with bound parameters.
 # It returns a round's messages, up to delivery_concurrency of them at their full size: on
 # SQLite it runs in the driver's thread, not on the event loop (storage.sqlite_driver).
-_CLAIM = _claim_statement().execution_options(**{OFF_LOOP: True})
+_CLAIM = Prepared(_claim_statement(), off_loop=True)
 
 
 async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list[OutboxItem]:
@@ -123,9 +123,9 @@ async def claim_due(session: AsyncSession, limit: int, lease: timedelta) -> list
         "lease_end": now + lease,
         "claimer": secrets.token_hex(8),
     }
-    result = await (await connection_of(session)).execute(_CLAIM, params)
+    result = await _CLAIM.rows(session, params)
     # Read-only instances: the worker only reads them, and __init__ costs ~100 µs a row.
-    return [OutboxItem.model_construct(**row._mapping) for row in result]
+    return [OutboxItem.model_construct(**row) for row in result.mappings()]
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ _STATES = (
 
 # One statement for a whole round (executemany). A NULL retry time or finish time keeps the
 # row's own: only a retry moves the next attempt, only sent and failed rows are finished.
-_SETTLE = (
+_SETTLE = Prepared(
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("row_id"))
     .values(
@@ -193,4 +193,4 @@ async def settle(session: AsyncSession, settlements: Sequence[Settlement]) -> No
         }
         for s in settlements
     ]
-    await (await connection_of(session)).execute(_SETTLE, values)
+    await _SETTLE.many(session, values)

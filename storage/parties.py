@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam
+from sqlalchemy import Select, bindparam
 from sqlalchemy.sql import FromClause
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import connection_of
+from storage.direct import Prepared
 from storage.models import Alias, Fleet, Partner, Ticket, Trip
 from storage.read_only import Columns, flush_pending, select_models, table_of
 
@@ -48,12 +48,15 @@ def _with_parties(
 # Built once, with bound parameters: every message and every new ticket runs one of them,
 # and SQLAlchemy's statement cache spares the compile, not the building (building this
 # join was 6 % of a reply's CPU in the profile).
-_TICKET_PARTIES, _TICKET_SLICES = _with_parties()
-_TICKET_PARTIES = _TICKET_PARTIES.where(_TICKETS.c.id == bindparam("ticket_id"))
-_ADDRESSED_TICKET, _ADDRESSED_SLICES = _with_parties((Alias, _ADDRESSED))
-_ADDRESSED_TICKET = _ADDRESSED_TICKET.join(
-    _ADDRESSED, _ADDRESSED.c.ticket_id == _TICKETS.c.id
-).where(_ADDRESSED.c.local_part == bindparam("local_part"), _ADDRESSED.c.active)
+# They run on the driver's connection (storage.direct).
+_ticket_parties, _TICKET_SLICES = _with_parties()
+_TICKET_PARTIES = Prepared(_ticket_parties.where(_TICKETS.c.id == bindparam("ticket_id")))
+_addressed_ticket, _ADDRESSED_SLICES = _with_parties((Alias, _ADDRESSED))
+_ADDRESSED_TICKET = Prepared(
+    _addressed_ticket.join(_ADDRESSED, _ADDRESSED.c.ticket_id == _TICKETS.c.id).where(
+        _ADDRESSED.c.local_part == bindparam("local_part"), _ADDRESSED.c.active
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class Parties:
     aliases: dict[str, Alias]
 
 
-def _parties(rows: Sequence[Row[Any]], slices: tuple[Columns, ...]) -> Parties:
+def _parties(rows: Sequence[Sequence[Any]], slices: tuple[Columns, ...]) -> Parties:
     """The parties from `_with_parties` rows (slices 1-4: trip, partner, fleet, alias)."""
     trip, partner, fleet = (s.build(rows[0]) for s in slices[1:4])
     aliases = {a.side: a for a in (slices[4].build(row) for row in rows) if a is not None}
@@ -77,9 +80,7 @@ async def ticket_parties(session: AsyncSession, ticket: Ticket) -> Parties:
     """A ticket's trip, partner, fleet and aliases in one query: each round trip to the
     database costs more than the rows it returns."""
     await flush_pending(session)
-    connection = await connection_of(session)
-    result = await connection.execute(_TICKET_PARTIES, {"ticket_id": ticket.id})
-    rows = result.all()
+    rows = (await _TICKET_PARTIES.rows(session, {"ticket_id": ticket.id})).all()
     assert rows, f"ticket {ticket.id} lost its trip, partner or fleet"
     return _parties(rows, _TICKET_SLICES)
 
@@ -96,9 +97,7 @@ class AddressedTicket:
 async def addressed_ticket(session: AsyncSession, local_part: str) -> AddressedTicket | None:
     """An active alias with its ticket, trip, partner, fleet and both aliases, in one query:
     inbound mail reads all of it before anything else."""
-    connection = await connection_of(session)
-    result = await connection.execute(_ADDRESSED_TICKET, {"local_part": local_part.lower()})
-    rows = result.all()
+    rows = (await _ADDRESSED_TICKET.rows(session, {"local_part": local_part.lower()})).all()
     if not rows:
         return None
     ticket, alias = _ADDRESSED_SLICES[0].build(rows[0]), _ADDRESSED_SLICES[5].build(rows[0])

@@ -14,10 +14,11 @@ pending ORM changes flushes them itself (`flush_pending`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, Select, Table, select
+from sqlalchemy import Select, Table, select
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.sql import FromClause
 from sqlmodel import SQLModel
@@ -38,7 +39,7 @@ class Columns:
     start: int
     names: tuple[str, ...]
 
-    def build(self, row: Row[Any]) -> Any:
+    def build(self, row: Sequence[Any]) -> Any:
         """The model's instance from its columns of `row`; None when its id is NULL (an
         outer join that found nothing)."""
         values = row[self.start : self.start + len(self.names)]

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic.fields import FieldInfo
-from sqlalchemy import Insert, Table, insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import connection_of
+from storage.direct import Prepared
 
 Row = TypeVar("Row", bound=SQLModel)
 
@@ -34,8 +34,8 @@ class _Inserts:
     """A table's INSERT statements and what filling in a row needs, built once per model
     (the statement cache spares the compile, not the building)."""
 
-    one: Insert  # RETURNING the id when the database assigns it
-    many: Insert
+    one: Prepared  # RETURNING the id when the database assigns it
+    many: Prepared
     columns: frozenset[str]
     required: frozenset[str]
     # Fields that have a default, and how to make it: (name, a function returning it).
@@ -77,9 +77,10 @@ def _inserts(model: type[SQLModel]) -> _Inserts:
         generated = id_column is not None and id_column.type.python_type is int
         fields = {n: f for n, f in model.model_fields.items() if n in table.c}
         many = insert(table)
+        # The columns come from each row's names (every row has them all: _row_values).
         found = _Inserts(
-            one=many.returning(table.c.id) if generated else many,
-            many=many,
+            one=Prepared(many.returning(table.c.id) if generated else many, by_keys=True),
+            many=Prepared(many, by_keys=True),
             columns=frozenset(table.c.keys()),
             required=frozenset(n for n, f in fields.items() if f.is_required()),
             defaults=tuple(
@@ -115,7 +116,7 @@ async def insert_row(session: AsyncSession, model: type[Row], **values: Any) -> 
     """Write one row now; returns it as written, with the id the database assigned."""
     inserts = _inserts(model)
     row = _row_values(model, inserts, values)
-    result = await (await connection_of(session)).execute(inserts.one, row)
+    result = await inserts.one.rows(session, row)
     if inserts.generated_id:
         row["id"] = result.scalar_one()
     written = model.model_construct(**row)
@@ -131,4 +132,4 @@ async def insert_rows(
         return
     inserts = _inserts(model)
     params = [_row_values(model, inserts, values) for values in rows]
-    await (await connection_of(session)).execute(inserts.many, params)
+    await inserts.many.many(session, params)

@@ -213,6 +213,23 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         super().commit()
         self._may_be_open = False
 
+    async def run_prepared(
+        self, operation: str, parameters: Any, many: bool, off_loop: bool
+    ) -> list[Any]:
+        """A statement from storage.direct, placed as OneTripCursor places one: on the event
+        loop's thread inside a write transaction (unless it is large or `off_loop`),
+        otherwise in the driver's thread. Awaited directly: no cursor, no greenlet."""
+        function = _execute_many if many else _execute
+        raw: sqlite3.Connection = self._connection._conn
+        # As in OneTripCursor._run: until the statement reports back, a rollback must happen.
+        self._may_be_open = True
+        if raw.in_transaction and not off_loop and not _large(parameters):
+            outcome = function(raw, operation, parameters)
+        else:
+            outcome = await self._connection._execute(function, raw, operation, parameters)
+        self._may_be_open = outcome[4]
+        return outcome[3]
+
     def rollback(self) -> None:
         # The pool rolls back every connection it takes back, and a session rolls back as
         # it closes: after a COMMIT, or after a reader's lone SELECT, neither has anything

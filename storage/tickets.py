@@ -14,7 +14,7 @@ from sqlalchemy import ScalarSelect, bindparam, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import connection_of
+from storage.direct import Prepared
 from storage.models import (
     Alias,
     Attachment,
@@ -60,16 +60,17 @@ async def add_aliases(session: AsyncSession, ticket_id: int) -> None:
 # Statements run for every message are built once, with bound parameters: SQLAlchemy's
 # cache spares their compile, not their building (measured with bench/instructions.py).
 _ALIAS_TABLE = Alias.__table__  # type: ignore[attr-defined]
-_ACTIVE_ALIAS = select(_ALIAS_TABLE.c.id).where(
-    _ALIAS_TABLE.c.local_part == bindparam("local_part"), _ALIAS_TABLE.c.active
+_ACTIVE_ALIAS = Prepared(
+    select(_ALIAS_TABLE.c.id).where(
+        _ALIAS_TABLE.c.local_part == bindparam("local_part"), _ALIAS_TABLE.c.active
+    )
 )
 
 
 async def alias_is_active(session: AsyncSession, local_part: str) -> bool:
     """Whether mail to `local_part` has a ticket to go to: asked at every RCPT, so a Core
     query for one id, not an ORM entity."""
-    connection = await connection_of(session)
-    result = await connection.execute(_ACTIVE_ALIAS, {"local_part": local_part.lower()})
+    result = await _ACTIVE_ALIAS.rows(session, {"local_part": local_part.lower()})
     return result.first() is not None
 
 
@@ -136,8 +137,8 @@ def _recent_msgids_query(column: Any) -> Any:
 
 
 _RECENT_MSGIDS = {
-    FLEET: _recent_msgids_query(col(Message.fleet_msgid)),
-    PARTNER: _recent_msgids_query(col(Message.partner_msgid)),
+    FLEET: Prepared(_recent_msgids_query(col(Message.fleet_msgid))),
+    PARTNER: Prepared(_recent_msgids_query(col(Message.partner_msgid))),
 }
 
 
@@ -148,8 +149,8 @@ async def recent_msgids(
     one index range (ix_message_ticket_created) however long the conversation grew."""
     # Ids start at 1: excluding 0 excludes nothing.
     params = {"ticket_id": ticket_id, "exclude": exclude or 0, "limit": limit}
-    result = await (await connection_of(session)).execute(_RECENT_MSGIDS[side], params)
-    return [msgid for msgid in reversed(result.scalars().all()) if msgid]
+    result = await _RECENT_MSGIDS[side].rows(session, params)
+    return [msgid for msgid in reversed(result.scalars()) if msgid]
 
 
 async def message_of_partner(
@@ -303,8 +304,10 @@ def touch(session: AsyncSession, ticket: Ticket) -> None:
 
 
 _TICKET_TABLE = Ticket.__table__  # type: ignore[attr-defined]
-# The SET clause comes from the parameters' keys; the statement cache keeps one per set.
-_UPDATE_TICKET = update(_TICKET_TABLE).where(_TICKET_TABLE.c.id == bindparam("ticket_id_"))
+# The SET clause comes from the parameters' names: compiled once per set of them.
+_UPDATE_TICKET = Prepared(
+    update(_TICKET_TABLE).where(_TICKET_TABLE.c.id == bindparam("ticket_id_")), by_keys=True
+)
 
 
 class PendingTicketUpdate:
@@ -337,6 +340,5 @@ class PendingTicketUpdate:
     async def write(self, session: AsyncSession) -> None:
         if not self._values:
             return
-        connection = await connection_of(session)
-        await connection.execute(_UPDATE_TICKET, {**self._values, "ticket_id_": self.ticket.id})
+        await _UPDATE_TICKET.rows(session, {**self._values, "ticket_id_": self.ticket.id})
         self._values.clear()

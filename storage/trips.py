@@ -8,16 +8,18 @@ from sqlalchemy import bindparam
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import connection_of
+from storage.direct import Prepared
 from storage.models import Trip
 from storage.read_only import flush_pending, select_models, table_of
 from storage.types import utcnow
 
 _TRIPS = table_of(Trip)
-_TRIP_BY_PARTNER_ID, (_TRIP_COLUMNS,) = select_models((Trip, _TRIPS))
-_TRIP_BY_PARTNER_ID = _TRIP_BY_PARTNER_ID.where(
-    _TRIPS.c.partner_id == bindparam("partner_id"),
-    _TRIPS.c.partner_trip_id == bindparam("partner_trip_id"),
+_trip_by_partner_id, (_TRIP_COLUMNS,) = select_models((Trip, _TRIPS))
+_TRIP_BY_PARTNER_ID = Prepared(
+    _trip_by_partner_id.where(
+        _TRIPS.c.partner_id == bindparam("partner_id"),
+        _TRIPS.c.partner_trip_id == bindparam("partner_trip_id"),
+    )
 )
 
 
@@ -28,7 +30,7 @@ async def trip_by_partner_id(
     request looks one up only to read it. `upsert_trip` loads its own to change it."""
     await flush_pending(session)
     params = {"partner_id": partner_id, "partner_trip_id": partner_trip_id}
-    row = (await (await connection_of(session)).execute(_TRIP_BY_PARTNER_ID, params)).first()
+    row = (await _TRIP_BY_PARTNER_ID.rows(session, params)).first()
     if row is None:
         return None
     trip: Trip = _TRIP_COLUMNS.build(row)
