@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     # A pooled PostgreSQL connection idle this long is pinged before use: keep it below any
     # idle timeout between the relay and the server (a proxy, a firewall, PgBouncer).
     database_ping_after_idle: float = Field(default=PING_AFTER_IDLE_SECONDS, gt=0)
+    # Inbound messages and new tickets that arrive together share one database transaction,
+    # each in a savepoint of its own, up to this many (storage.group_commit); 1 gives each
+    # its own.
+    database_commit_group: int = Field(default=16, ge=1)
+    # PostgreSQL: how many such shared transactions may be open at once. Each statement is a
+    # round trip that waits for the event loop's turn, so one at a time left most messages
+    # waiting for it; SQLite has one writer at a time whatever this says.
+    database_commit_parallel: int = Field(default=4, ge=1)
     domain: str = "relay.localhost"
     http_host: str = "127.0.0.1"
     http_port: int = 8080

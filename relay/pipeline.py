@@ -9,8 +9,9 @@ reopen if closed → read (reply text, safe HTML) → flag (other ticket cited, 
 A step stops the flow by raising an `InboundRefused` (the sender gets its 5xx) or by
 marking the context done (a duplicate: acknowledged, nothing stored twice). Automatic and
 held mail is stored but goes no further than `store`: no reopen, no agent, no forward, no
-notice back. Every alias of one SMTP transaction is processed in ONE database transaction;
-the caller answers 250 only after it commits.
+notice back. Every alias of one SMTP transaction is processed in ONE database transaction,
+which messages arriving together may share (storage.group_commit: each in a savepoint of
+its own); the caller answers 250 only after it commits.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from relay.parsing import ParsedMessage
 from relay.raw_view import masked_raw
 from relay.replies import S250_DISCARDED, S250_DUPLICATE, S250_OK
 from relay.screening import ScreeningLimits, screen
-from storage.db import SessionFactory, transaction
+from storage.group_commit import GroupCommit
 from storage.inbound import alias_traffic, cites_other_ticket
 from storage.models import Alias, Attachment, Message, Ticket
 from storage.parties import addressed_ticket
@@ -153,13 +154,13 @@ Step = Callable[[InboundContext], Awaitable[None]]
 class InboundPipeline:
     def __init__(
         self,
-        sessions: SessionFactory,
+        commits: GroupCommit,
         mailer: Mailer,
         notify: Callable[[], None],
         policy: InboundPolicy,
         authenticator: Authenticator | None = None,
     ) -> None:
-        self.sessions = sessions
+        self.commits = commits
         self.mailer = mailer
         self.notify = notify
         self.policy = policy
@@ -192,7 +193,8 @@ class InboundPipeline:
         verdict = await self._authenticate(arrival, sender)
         for attempt in (1, 2):
             try:
-                contexts = await self._run(arrival, parsed, sender, verdict)
+                work = partial(self._run, arrival, parsed, sender, verdict)
+                contexts = await self.commits.run(work)
                 break
             except IntegrityError:
                 # A concurrent copy of the same message committed first; rerun to see it.
@@ -221,19 +223,21 @@ class InboundPipeline:
         parsed: ParsedMessage,
         sender: str | None,
         verdict: AuthVerdict | None,
+        session: AsyncSession,
     ) -> list[InboundContext]:
+        """One message's steps for each alias, in `session`'s transaction. Everything it
+        builds is new on each call: a rerun after a rollback starts clean."""
         contexts: list[InboundContext] = []
         mail = IncomingMail(arrival.raw, arrival.mail_from, parsed, sender, verdict)
-        async with transaction(self.sessions) as session:
-            for local_part in dict.fromkeys(arrival.local_parts):
-                ctx = InboundContext(session, mail, local_part)
-                for step in self.steps:
-                    await step(ctx)
-                    if ctx.done:
-                        break
-                if ctx.ticket_changes is not None:
-                    await ctx.ticket_changes.write(session)
-                contexts.append(ctx)
+        for local_part in dict.fromkeys(arrival.local_parts):
+            ctx = InboundContext(session, mail, local_part)
+            for step in self.steps:
+                await step(ctx)
+                if ctx.done:
+                    break
+            if ctx.ticket_changes is not None:
+                await ctx.ticket_changes.write(session)
+            contexts.append(ctx)
         return contexts
 
     async def resolve(self, ctx: InboundContext) -> None:

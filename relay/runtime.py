@@ -34,6 +34,7 @@ from storage.db import (
     make_sessions,
     transaction,
 )
+from storage.group_commit import GroupCommit
 from storage.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,11 @@ class Relay:
             # Raises ValueError for a missing or unusable key: no start beats unsigned mail.
             signer=load_signer(settings.dkim_selector, settings.dkim_key_file, settings.domain),
         )
+        # Inbound messages and new tickets arriving together share a transaction.
+        parallel = 1 if settings.is_sqlite else settings.database_commit_parallel
+        self.commits = GroupCommit(self.sessions, settings.database_commit_group, parallel)
         self.tickets = TicketService(
-            self.sessions,
+            self.commits,
             self.mailer,
             default_contact_email=settings.default_contact_email,
             notify=self.worker.notify,
@@ -120,7 +124,7 @@ class Relay:
             ),
         )
         self.pipeline = InboundPipeline(
-            self.sessions,
+            self.commits,
             self.mailer,
             self.worker.notify,
             inbound_policy(settings),
@@ -186,6 +190,7 @@ class Relay:
         if self._smtp_server is not None:
             self._smtp_server.close()
             await self._smtp_server.wait_closed()
+        await self.commits.close()
         if self._listener is not None:
             await self._listener.stop()
         if self._worker_task is not None:

@@ -17,7 +17,8 @@ from relay.masking import mask_addresses
 from relay.outgoing import Mailer, TicketBundle, load_bundle
 from relay.threads import threading_for
 from storage.catalog import set_ticket_tags, tags_of, usable_category, usable_tags
-from storage.db import SessionFactory, transaction
+from storage.db import transaction
+from storage.group_commit import GroupCommit
 from storage.history import open_ticket_counts, session_ticket
 from storage.models import Attachment, Message, Partner, Ticket, TicketEvent, Trip
 from storage.rows import insert_row
@@ -102,14 +103,17 @@ SessionWithin = Callable[[AsyncSession, int, bool], Awaitable[None]]
 class TicketService:
     def __init__(
         self,
-        sessions: SessionFactory,
+        commits: GroupCommit,
         mailer: Mailer,
         *,
         default_contact_email: str | None,
         notify: Callable[[], None],
         limits: OpenLimits | None = None,
     ) -> None:
-        self.sessions = sessions
+        # New tickets arriving together share a transaction (storage.group_commit); the
+        # other changes, rarer, take one each.
+        self.commits = commits
+        self.sessions = commits.sessions
         self.mailer = mailer
         self.default_contact_email = default_contact_email
         self.notify = notify
@@ -120,12 +124,16 @@ class TicketService:
     ) -> int:
         """Create the ticket, its aliases, first message and the fleet's email; return its id."""
         contact = self._contact(partner, new)
-        async with transaction(self.sessions) as session:
+
+        async def work(session: AsyncSession) -> OpenedTicket:
             title = await _check_classification(session, new.category_id, new.tag_ids)
             await self._check_open_limits(session, partner, trip.id)
             opened = await self._create(session, partner, trip, new, contact, title)
             if within is not None:
                 await within(session, opened)
+            return opened
+
+        opened = await self.commits.run(work)
         self.notify()
         assert opened.ticket.id is not None
         return opened.ticket.id

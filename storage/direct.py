@@ -132,7 +132,11 @@ class Prepared:
             compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in positions
         )
-        columns = list(getattr(self.statement, "exported_columns", ()))
+        # What the rows hold: an INSERT's RETURNING may be implicit (PostgreSQL returns a
+        # generated primary key unasked), so the compiler says, not the statement.
+        returning = getattr(compiled, "effective_returning", None)
+        exported = getattr(self.statement, "exported_columns", ())
+        columns = list(returning if returning is not None else exported)
         results = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import postgres_schema
+from storage.db import make_engine
 from tests.harness import LiveRelay, live_relay
 
 PG_URL = os.environ.get("RELAY_TEST_DATABASE_URL")
@@ -29,6 +33,20 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         return
     async with postgres_schema(PG_URL, "t") as schema:
         yield Database(PG_URL, schema)
+
+
+@asynccontextmanager
+async def engine_with(database: Database, metadata: MetaData) -> AsyncIterator[AsyncEngine]:
+    """An engine on the test's database with `metadata`'s tables, dropped afterwards."""
+    engine = make_engine(database.url, database.schema)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield engine
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from storage.db import make_engine, make_read_sessions, make_sessions, transacti
 from storage.direct import Prepared
 from storage.sqlite_driver import INLINE_MAX_VALUE
 from storage.types import UTCDateTime
-from tests.conftest import Database
+from tests.conftest import Database, engine_with
 
 _META = MetaData()
 _NOTE = Table(
@@ -48,22 +48,16 @@ _NOTE = Table(
 _ADD = Prepared(insert(_NOTE).returning(_NOTE.c.id), by_keys=True)
 _ADD_MANY = Prepared(insert(_NOTE), by_keys=True)
 _BY_ID = Prepared(select(_NOTE).where(_NOTE.c.id == bindparam("id")))
-_ALL = Prepared(select(_NOTE).order_by(_NOTE.c.id))
+_ALL_QUERY = select(_NOTE).order_by(_NOTE.c.id)
+_ALL = Prepared(_ALL_QUERY)
 _CHANGE = Prepared(update(_NOTE).where(_NOTE.c.id == bindparam("id_")), by_keys=True)
 _AT = datetime(2026, 11, 22, 9, 30, 15, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
 async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(database.url, database.schema)
-    async with engine.begin() as conn:
-        await conn.run_sync(_META.create_all)
-    try:
+    async with engine_with(database, _META) as engine:
         yield engine
-    finally:
-        async with engine.begin() as conn:
-            await conn.run_sync(_META.drop_all)
-        await engine.dispose()
 
 
 async def test_prepared_statements_read_and_write_what_sqlalchemy_would(
@@ -80,7 +74,7 @@ async def test_prepared_statements_read_and_write_what_sqlalchemy_would(
         await _CHANGE.rows(session, {"body": "changed", "id_": first})
     async with transaction(sessions) as session:
         direct = (await _ALL.rows(session)).all()
-        core = [tuple(r) for r in await (await session.connection()).execute(_ALL.statement)]
+        core = [tuple(r) for r in await (await session.connection()).execute(_ALL_QUERY)]
         found = (await _BY_ID.rows(session, {"id": first})).one()
         mapped = (await _BY_ID.rows(session, {"id": first})).mappings()
     assert direct == core  # the same values, through the dialect's own result processing

@@ -1,0 +1,292 @@
+"""storage.group_commit: units of work arriving together share a transaction, each in its
+own savepoint, and every caller hears back only after the commit; on SQLite and
+PostgreSQL, and end to end through the SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+import httpx
+import pytest
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, bindparam, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import make_read_sessions, make_sessions
+from storage.direct import Prepared
+from storage.group_commit import GroupCommit
+from tests.conftest import PG_URL, Database, engine_with
+from tests.harness import FLEET_INBOX, PARTNER_INBOX, live_relay, reply_mail
+
+_META = MetaData()
+_PARENT = Table("gc_parent", _META, Column("id", Integer, primary_key=True))
+_ENTRY = Table(
+    "gc_entry",
+    _META,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("body", Text, nullable=False, unique=True),
+    # Checked at COMMIT, not at the INSERT: the way to make a whole transaction fail late.
+    Column(
+        "parent_id",
+        Integer,
+        ForeignKey("gc_parent.id", deferrable=True, initially="DEFERRED"),
+        nullable=True,
+    ),
+)
+_ADD = Prepared(insert(_ENTRY).values(body=bindparam("body"), parent_id=bindparam("parent")))
+_BODIES = Prepared(select(_ENTRY.c.body).order_by(_ENTRY.c.body))
+
+Work = Callable[[AsyncSession], Awaitable[str]]
+
+
+@pytest.fixture
+async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
+    async with engine_with(database, _META) as engine:
+        yield engine
+
+
+def adding(body: str, parent: int | None = None, *, fail: bool = False) -> Work:
+    async def work(session: AsyncSession) -> str:
+        await _ADD.rows(session, {"body": body, "parent": parent})
+        if fail:
+            raise ValueError(f"{body} refused after writing")
+        return body
+
+    return work
+
+
+async def stored(engine: AsyncEngine) -> list[str]:
+    async with make_read_sessions(engine)() as session:
+        return list((await _BODIES.rows(session)).scalars())
+
+
+@dataclass
+class Queued:
+    """Units handed in while a first unit keeps its transaction open: they wait for the
+    next transaction until `release`."""
+
+    first: asyncio.Task[str]
+    units: list[asyncio.Task[str]]
+    open: asyncio.Event
+
+    async def release(self) -> None:
+        self.open.set()
+        assert await self.first == "first"
+
+
+async def queued(commits: GroupCommit, *works: Work) -> Queued:
+    held = asyncio.Event()
+
+    async def first(session: AsyncSession) -> str:
+        await _ADD.rows(session, {"body": "first", "parent": None})
+        await held.wait()
+        return "first"
+
+    first_task = asyncio.create_task(commits.run(first))
+    await asyncio.sleep(0.05)
+    units = [asyncio.create_task(commits.run(work)) for work in works]
+    await asyncio.sleep(0.05)
+    return Queued(first_task, units, held)
+
+
+async def test_units_handed_in_together_share_one_commit(engine: AsyncEngine) -> None:
+    commits = GroupCommit(make_sessions(engine), max_units=4)
+    waiting = await queued(commits, *(adding(f"u{i}") for i in range(6)))
+    assert not any(t.done() for t in waiting.units)  # nothing answered before its commit
+    assert await stored(engine) == []  # and nothing visible yet
+    await waiting.release()
+    assert await asyncio.gather(*waiting.units) == [f"u{i}" for i in range(6)]
+    # One alone, then at most four a transaction, in the order handed in.
+    assert list(commits.last_sizes) == [1, 4, 2]
+    assert await stored(engine) == ["first", *(f"u{i}" for i in range(6))]
+
+
+async def test_a_unit_that_raises_is_undone_alone(engine: AsyncEngine) -> None:
+    commits = GroupCommit(make_sessions(engine), max_units=8)
+    waiting = await queued(
+        commits,
+        adding("good"),
+        adding("bad", fail=True),
+        adding("good"),  # the unique body again
+        adding("also"),
+    )
+    await waiting.release()
+    good, bad, duplicate, also = waiting.units
+    assert await good == "good" and await also == "also"
+    with pytest.raises(ValueError, match="bad refused"):
+        await bad
+    with pytest.raises(IntegrityError):
+        await duplicate
+    assert list(commits.last_sizes) == [1, 4]
+    assert await stored(engine) == ["also", "first", "good"]
+
+
+async def test_a_failed_commit_fails_every_unit_of_it_and_stores_none(
+    engine: AsyncEngine,
+) -> None:
+    commits = GroupCommit(make_sessions(engine), max_units=8)
+    # The orphan's missing parent fails the COMMIT, not its INSERT.
+    waiting = await queued(commits, adding("fine"), adding("orphan", parent=404))
+    await waiting.release()
+    for task in waiting.units:
+        with pytest.raises(IntegrityError):
+            await task
+    assert await stored(engine) == ["first"]
+    # The next transaction is not affected.
+    assert await commits.run(adding("after")) == "after"
+    assert await stored(engine) == ["after", "first"]
+
+
+async def test_a_caller_that_gave_up_before_its_unit_began_has_it_skipped(
+    engine: AsyncEngine,
+) -> None:
+    commits = GroupCommit(make_sessions(engine), max_units=8)
+    waiting = await queued(commits, adding("abandoned"), adding("kept"))
+    abandoned, kept = waiting.units
+    abandoned.cancel()
+    await waiting.release()
+    assert await kept == "kept"
+    assert abandoned.cancelled()
+    assert await stored(engine) == ["first", "kept"]
+
+
+async def test_a_group_of_one_gives_every_unit_its_own_transaction(engine: AsyncEngine) -> None:
+    commits = GroupCommit(make_sessions(engine), max_units=1)
+    results = await asyncio.gather(*(commits.run(adding(f"own{i}")) for i in range(3)))
+    assert results == ["own0", "own1", "own2"]
+    with pytest.raises(ValueError):
+        await commits.run(adding("undone", fail=True))
+    assert await stored(engine) == ["own0", "own1", "own2"]
+    assert list(commits.last_sizes) == []  # nothing went through the shared path
+    with pytest.raises(ValueError):
+        GroupCommit(make_sessions(engine), max_units=0)
+
+
+async def test_smtp_replies_arriving_together_share_a_commit_and_a_refusal_stays_alone(
+    tmp_path: Path,
+) -> None:
+    """While another process holds SQLite's write lock, replies queue in the relay; once it
+    is free they go into one transaction. A reply from a stranger in the same group gets
+    its 550; the others their 250 and their forward."""
+    database = tmp_path / "relay.db"
+    async with live_relay(f"sqlite+aiosqlite:///{database}", None) as live:
+        _, _, alias = await live.fleet_ticket()
+        blocker = sqlite3.connect(database, timeout=5)
+        blocker.execute("BEGIN IMMEDIATE")  # the write lock, held by someone else
+
+        async def send(sender: str, text: str) -> str:
+            mail = reply_mail(sender, alias, text).as_bytes()
+            try:
+                async with aiosmtplib.SMTP(hostname="127.0.0.1", port=live.smtp_port) as smtp:
+                    _, reply = await smtp.sendmail(sender, [alias], mail)
+                    return reply
+            except aiosmtplib.SMTPDataError as error:
+                return f"{error.code} {error.message}"
+
+        first = asyncio.create_task(send(FLEET_INBOX, "first, alone"))
+        await asyncio.sleep(0.3)  # its transaction now waits for the lock
+        group = [
+            asyncio.create_task(send(FLEET_INBOX, "second")),
+            asyncio.create_task(send("stranger@elsewhere.example", "not allowed")),
+            asyncio.create_task(send(FLEET_INBOX, "third")),
+        ]
+        await asyncio.sleep(0.5)
+        assert not first.done() and not any(t.done() for t in group)
+        blocker.rollback()
+        blocker.close()
+        replies = [await first, *(await asyncio.gather(*group))]
+        assert [r.split()[0] for r in replies] == ["2.0.0", "2.0.0", "550", "2.0.0"], replies
+        forwarded = await live.sink.handler.wait_for(PARTNER_INBOX, 3)
+        bodies = [m.message.get_body(("plain",)) for m in forwarded]
+        texts = [body.get_content() for body in bodies if body is not None]
+        for sent in ("first, alone", "second", "third"):
+            assert sum(sent in text for text in texts) == 1, texts
+        assert 3 in live.relay.commits.last_sizes
+
+
+async def test_units_handed_in_at_every_moment_are_all_answered(engine: AsyncEngine) -> None:
+    """Leaders come and go as the queue empties and fills: no unit is ever left without one
+    (one handed in just as the last leader finishes must start another)."""
+    parallel = 1 if engine.dialect.name == "sqlite" else 3
+    commits = GroupCommit(make_sessions(engine), max_units=4, parallel=parallel)
+
+    async def hand_in(i: int) -> str:
+        await asyncio.sleep((i % 7) * 0.002)
+        return await commits.run(adding(f"n{i:03}"))
+
+    results = await asyncio.wait_for(asyncio.gather(*(hand_in(i) for i in range(120))), 60)
+    assert results == [f"n{i:03}" for i in range(120)]
+    assert await stored(engine) == [f"n{i:03}" for i in range(120)]
+    assert not commits._leaders  # every leader ended with the queue
+
+
+if PG_URL:  # two transactions open at once: PostgreSQL only (SQLite has one writer)
+
+    async def test_postgresql_runs_several_shared_transactions_at_once(
+        engine: AsyncEngine,
+    ) -> None:
+        commits = GroupCommit(make_sessions(engine), max_units=8, parallel=2)
+        both_open = asyncio.Barrier(2)
+
+        async def meeting(body: str) -> Work:
+            async def work(session: AsyncSession) -> str:
+                await _ADD.rows(session, {"body": body, "parent": None})
+                await asyncio.wait_for(both_open.wait(), 10)  # the other is open too
+                return body
+
+            return work
+
+        one = asyncio.create_task(commits.run(await meeting("one")))
+        await asyncio.sleep(0.05)  # the first transaction is open, waiting at the barrier
+        two = asyncio.create_task(commits.run(await meeting("two")))
+        assert [await one, await two] == ["one", "two"]
+        assert await stored(engine) == ["one", "two"]
+
+
+async def test_new_tickets_arriving_together_share_a_commit_and_the_limit_holds(
+    tmp_path: Path,
+) -> None:
+    """Tickets opened through the API while the write lock is elsewhere go into one
+    transaction; the open-ticket limit counts the ones opened before them in it, so the
+    one over the limit gets its 409 and leaves nothing behind."""
+    database = tmp_path / "relay.db"
+    async with live_relay(
+        f"sqlite+aiosqlite:///{database}", None, max_open_tickets_per_trip=3
+    ) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc, "BK-9")
+        blocker = sqlite3.connect(database, timeout=5)
+        blocker.execute("BEGIN IMMEDIATE")
+
+        async def open_one(n: int) -> httpx.Response:
+            return await live.http.post(
+                "/v1/support/demand/trips/BK-9/tickets",
+                headers=acc.auth,
+                json={"subject": f"Item {n}", "comment": "Left in the car."},
+            )
+
+        first = asyncio.create_task(open_one(0))
+        await asyncio.sleep(0.3)
+        together = [asyncio.create_task(open_one(n)) for n in (1, 2, 3)]
+        await asyncio.sleep(0.5)
+        assert not first.done() and not any(t.done() for t in together)
+        blocker.rollback()
+        blocker.close()
+        responses = [await first, *(await asyncio.gather(*together))]
+        # The three together reach the relay in whatever order the HTTP server takes them.
+        assert responses[0].status_code == 201
+        assert sorted(r.status_code for r in responses) == [201, 201, 201, 409]
+        [refused] = [r for r in responses if r.status_code == 409]
+        assert refused.json()["limitScope"] == "trip"
+        opened = sorted(r.json()["subject"] for r in responses if r.status_code == 201)
+        assert 3 in live.relay.commits.last_sizes
+        listed = await live.http.get("/v1/support/tickets", headers=acc.auth)
+        assert sorted(t["subject"] for t in listed.json()["tickets"]) == opened
+        mails = await live.sink.handler.wait_for(FLEET_INBOX, 3)
+        assert len(mails) == 3
