@@ -77,7 +77,8 @@ async def _open(request: Request, partner: Partner, trip: Trip | None) -> Respon
     async def answer(session: AsyncSession, opened: OpenedTicket) -> None:
         location = f"/v1/support/tickets/{opened.ticket.id}"
         body = (await opened_detail(session, opened)).dump()
-        built.append(await respond(idempotency, session, body, location=location))
+        # Replaced, not appended: a unit run again (storage.group_commit) answers anew.
+        built[:] = [await respond(idempotency, session, body, location=location)]
 
     async def create() -> Response:
         await relay.tickets.open_ticket(partner, trip, new, within=answer)

@@ -29,6 +29,7 @@ from relay.replies import (
     reply_for,
 )
 from storage.db import SessionFactory
+from storage.group_commit import GroupClosed
 from storage.tickets import alias_is_active
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,9 @@ class InboundHandler:
         except InboundRefused as exc:
             log.info("refused message from %s: %s", session.peer, exc.reply)
             return exc.reply
+        except GroupClosed:
+            log.info("shutting down: asked %s to retry its message later", session.peer)
+            return S451_TRY_LATER
         except Exception:
             # Returning (not raising) lets aiosmtpd reset the transaction for the next MAIL.
             log.exception("inbound processing failed; asking the client to retry")

@@ -8,45 +8,57 @@ read in it. Under load the callers queue for the write lock anyway (SQLite write
 process take turns, storage.db). Here whoever is waiting when a transaction ends goes into
 the next one together, up to `max_units`; alone, a unit runs as before.
 
-Every caller still gets its answer only after the transaction holding its work committed
-(no 250 before the commit). Within a shared transaction each unit runs inside a SAVEPOINT:
-a unit that raises has its writes undone and gets its exception; the others commit. If the
-transaction itself fails (BEGIN, COMMIT, a lost connection), every unit in it gets that
-error and nothing of it is stored, as when each had its own.
+Every caller gets its answer only after the transaction holding its work committed (no 250
+or 201 before the commit), a failed unit's exception included: a caller that looks for what
+a concurrent twin committed (an idempotency key's replay) finds it. Within a shared
+transaction each unit runs in a savepoint of the session's own (`begin_nested`, about 50 µs):
+a unit that raises, in SQL or in an ORM flush, has its writes undone and gets its exception;
+the others commit. If the transaction itself fails (BEGIN, COMMIT, a lost connection),
+every unit in it gets that error and nothing of it is stored, as when each had its own.
 
-A unit must not keep state from a run that failed: it may be called again by its caller
-(the inbound pipeline reruns after an IntegrityError), in a later transaction.
+Units of one shared transaction hold each other's row locks until it commits, so on
+PostgreSQL two such transactions can deadlock where single messages could not. A unit
+PostgreSQL aborts for a deadlock or a serialization failure did nothing wrong: it is run
+again in a later transaction (up to MAX_ATTEMPTS times), as is a whole transaction that
+failed so. A unit must therefore not keep state from a run that failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import SessionFactory, transaction
-from storage.direct import Prepared
-from storage.read_only import flush_pending
 
 T = TypeVar("T")
 Work = Callable[[AsyncSession], Awaitable[T]]
 
-# One name suffices: units of a transaction run one at a time, each savepoint released or
-# rolled back before the next is set.
-_SAVEPOINT = Prepared(text("SAVEPOINT relay_unit"))
-_RELEASE = Prepared(text("RELEASE SAVEPOINT relay_unit"))
-_ROLLBACK_TO = Prepared(text("ROLLBACK TO SAVEPOINT relay_unit"))
+# PostgreSQL's deadlock_detected and serialization_failure: run again, they succeed.
+_RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+MAX_ATTEMPTS = 3
+
+
+class GroupClosed(RuntimeError):
+    """The relay is shutting down: no new work is taken (SMTP answers 451)."""
 
 
 @dataclass
 class _Unit(Generic[T]):
     work: Work[T]
     answer: asyncio.Future[T]
+    attempts: int = 0
+
+
+@dataclass
+class _Outcome:
+    unit: _Unit[Any]
+    result: Any = None
+    error: BaseException | None = None
 
 
 class GroupCommit:
@@ -60,30 +72,39 @@ class GroupCommit:
         self.parallel = parallel
         self._waiting: deque[_Unit[Any]] = deque()
         self._leaders: set[asyncio.Task[None]] = set()
-        # Sizes of the transactions run, for tests and the curious: how much was shared.
+        self._closing = False
+        # Sizes of the transactions committed, for tests and the curious.
         self.last_sizes: deque[int] = deque(maxlen=1000)
 
     async def run(self, work: Work[T]) -> T:
         """`work`'s result once the transaction it ran in has committed; its exception
         (its writes undone) if it raised."""
+        if self._closing:
+            raise GroupClosed("shutting down")
         if self.max_units == 1:
             async with transaction(self.sessions) as session:
                 return await work(session)
         unit: _Unit[T] = _Unit(work, asyncio.get_running_loop().create_future())
         self._waiting.append(unit)
-        if len(self._leaders) < self.parallel:
-            self._leaders.add(asyncio.create_task(self._lead(), name="group-commit"))
+        self._lead_if_free()
         # A caller cancelled while it waits leaves its unit behind: a unit not yet begun is
         # skipped; one already running commits or not with the others, unanswered, as a
         # transaction cancelled during its COMMIT may have committed.
         return await unit.answer
 
     async def close(self) -> None:
-        """Wait for the units already handed in."""
-        if self._leaders:
+        """Take no more work; wait for the units already handed in."""
+        self._closing = True
+        while self._leaders:
             await asyncio.shield(asyncio.gather(*self._leaders, return_exceptions=True))
 
+    def _lead_if_free(self) -> None:
+        if self._waiting and len(self._leaders) < self.parallel:
+            self._leaders.add(asyncio.create_task(self._lead(), name="group-commit"))
+
     async def _lead(self) -> None:
+        current = asyncio.current_task()
+        assert current is not None
         try:
             while self._waiting:
                 batch: list[_Unit[Any]] = []
@@ -96,55 +117,78 @@ class GroupCommit:
         finally:
             # At once, not in a done-callback: a unit handed in between this leader's last
             # look at the queue and such a callback would find no leader free to take it.
-            current = asyncio.current_task()
-            assert current is not None
             self._leaders.discard(current)
+            if current.cancelling():  # shut down: whoever still waits is told
+                if not self._leaders:
+                    while self._waiting:
+                        self._waiting.popleft().answer.cancel()
+            else:
+                self._lead_if_free()
 
     async def _transaction(self, batch: list[_Unit[Any]]) -> None:
-        outcomes: list[tuple[_Unit[Any], Any, BaseException | None]] = []
+        for unit in batch:
+            unit.attempts += 1
+        outcomes: list[_Outcome] = []
         try:
             async with transaction(self.sessions) as session:
                 if len(batch) == 1:
-                    outcomes.append((batch[0], await batch[0].work(session), None))
+                    outcomes.append(_Outcome(batch[0], await batch[0].work(session)))
                 else:
                     for unit in batch:
                         outcomes.append(await _in_savepoint(session, unit))
         except BaseException as failure:
-            # Nothing of the transaction is stored: every unit gets the error, a unit's own
-            # exception when it was the one that raised alone.
+            # Nothing of the transaction is stored: every unit gets the error (a unit's own
+            # exception when it was the one that raised alone), or runs again.
+            self._requeue(u for u in batch if _worth_retrying(failure, u))
             for unit in batch:
-                _settle(unit, None, failure)
+                if not _worth_retrying(failure, unit):
+                    _settle(_Outcome(unit, error=failure))
             if not isinstance(failure, Exception):
                 raise  # cancelled (shutdown): the units were told; the task ends
             return
         self.last_sizes.append(len(batch))
-        for unit, result, error in outcomes:
-            _settle(unit, result, error)
+        self._requeue(o.unit for o in outcomes if _worth_retrying(o.error, o.unit))
+        for outcome in outcomes:
+            if not _worth_retrying(outcome.error, outcome.unit):
+                _settle(outcome)
+
+    def _requeue(self, units: Iterable[_Unit[Any]]) -> None:
+        """Back to the front of the queue, in their order: they were handed in first."""
+        self._waiting.extendleft(reversed(list(units)))
 
 
-async def _in_savepoint(
-    session: AsyncSession, unit: _Unit[Any]
-) -> tuple[_Unit[Any], Any, BaseException | None]:
-    await _SAVEPOINT.rows(session)
+async def _in_savepoint(session: AsyncSession, unit: _Unit[Any]) -> _Outcome:
     try:
-        result = await unit.work(session)
-        # ORM changes the unit left pending belong inside its savepoint.
-        await flush_pending(session)
+        # The session's own savepoint: a failed ORM flush inside rolls back to it, not the
+        # whole transaction, and the session forgets what it undid.
+        async with session.begin_nested():
+            # The session emits SAVEPOINT when the nested transaction first asks for its
+            # connection; statements run through storage.direct never ask.
+            await session.connection()
+            return _Outcome(unit, await unit.work(session))
     except Exception as error:
-        await _ROLLBACK_TO.rows(session)
-        # Entities loaded or changed by the undone unit may hold what was undone.
-        session.expunge_all()
-        return unit, None, error
-    await _RELEASE.rows(session)
-    return unit, result, None
+        return _Outcome(unit, error=error)
+    except asyncio.CancelledError as error:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the leader itself is cancelled (shutdown)
+        return _Outcome(unit, error=error)  # something the unit awaited was cancelled
 
 
-def _settle(unit: _Unit[Any], result: Any, error: BaseException | None) -> None:
-    if unit.answer.done():  # its caller was cancelled
+def _worth_retrying(error: BaseException | None, unit: _Unit[Any]) -> bool:
+    if error is None or unit.attempts >= MAX_ATTEMPTS or unit.answer.done():
+        return False
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+
+def _settle(outcome: _Outcome) -> None:
+    answer = outcome.unit.answer
+    if answer.done():  # its caller was cancelled
         return
-    if error is None:
-        unit.answer.set_result(result)
-    elif isinstance(error, Exception):
-        unit.answer.set_exception(error)
+    if outcome.error is None:
+        answer.set_result(outcome.result)
+    elif isinstance(outcome.error, Exception):
+        answer.set_exception(outcome.error)
     else:
-        unit.answer.cancel()  # the transaction was cancelled (shutdown)
+        answer.cancel()  # cancelled, or the transaction was (shutdown)

@@ -95,7 +95,12 @@ def _large(parameters: Any) -> bool:
     for row in rows:
         values = row.values() if isinstance(row, dict) else row
         for value in values:
-            if isinstance(value, str | bytes) and len(value) > INLINE_MAX_VALUE:
+            # Binary values come wrapped: SQLAlchemy's LargeBinary binds sqlite3.Binary,
+            # a memoryview.
+            if isinstance(value, memoryview):
+                if value.nbytes > INLINE_MAX_VALUE:
+                    return True
+            elif isinstance(value, str | bytes | bytearray) and len(value) > INLINE_MAX_VALUE:
                 return True
     return False
 

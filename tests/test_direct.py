@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -45,6 +46,8 @@ _NOTE = Table(
     Column("body", Text, nullable=True, unique=True),
 )
 
+_BLOB = Table("direct_blob", _META, Column("data", LargeBinary, nullable=False))
+_ADD_BLOB = Prepared(insert(_BLOB).values(data=bindparam("data")))
 _ADD = Prepared(insert(_NOTE).returning(_NOTE.c.id), by_keys=True)
 _ADD_MANY = Prepared(insert(_NOTE), by_keys=True)
 _BY_ID = Prepared(select(_NOTE).where(_NOTE.c.id == bindparam("id")))
@@ -179,8 +182,11 @@ async def test_sqlite_prepared_statements_run_where_the_driver_would_put_them(
         async with transaction(make_sessions(engine)) as session:
             large = "x" * (INLINE_MAX_VALUE + 1)
             await _ADD.rows(session, {"at": _AT, "detail": None, "flag": True, "body": large})
+            # Bytes arrive wrapped (LargeBinary binds a memoryview): large all the same.
+            await _ADD_BLOB.rows(session, {"data": b"\0" * (INLINE_MAX_VALUE + 1)})
+            await _ADD_BLOB.rows(session, {"data": b"small"})
             assert len((await off_loop.rows(session)).all()) == 2
-        assert trips == ["INSERT", "SELECT", "commit"]
+        assert trips == ["INSERT", "INSERT", "SELECT", "commit"]
         trips.clear()
         async with make_read_sessions(engine)() as session:
             assert (await _BY_ID.rows(session, {"id": 1})).one()[4] == "s"

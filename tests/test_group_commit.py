@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.db import make_read_sessions, make_sessions
+from storage.db import make_read_sessions, make_sessions, transaction
 from storage.direct import Prepared
-from storage.group_commit import GroupCommit
+from storage.group_commit import GroupClosed, GroupCommit
 from tests.conftest import PG_URL, Database, engine_with
 from tests.harness import FLEET_INBOX, PARTNER_INBOX, live_relay, reply_mail
 
@@ -41,6 +42,10 @@ _ENTRY = Table(
 )
 _ADD = Prepared(insert(_ENTRY).values(body=bindparam("body"), parent_id=bindparam("parent")))
 _BODIES = Prepared(select(_ENTRY.c.body).order_by(_ENTRY.c.body))
+_PARENTS = Prepared(insert(_PARENT).values(id=bindparam("id")))
+_LOCK_PARENT = Prepared(
+    select(_PARENT.c.id).where(_PARENT.c.id == bindparam("id")).with_for_update()
+)
 
 Work = Callable[[AsyncSession], Awaitable[str]]
 
@@ -290,3 +295,108 @@ async def test_new_tickets_arriving_together_share_a_commit_and_the_limit_holds(
         assert sorted(t["subject"] for t in listed.json()["tickets"]) == opened
         mails = await live.sink.handler.wait_for(FLEET_INBOX, 3)
         assert len(mails) == 3
+
+
+async def test_keyed_twins_in_one_group_create_once_and_all_get_the_same_201(
+    tmp_path: Path,
+) -> None:
+    """Three requests with one Idempotency-Key in one shared transaction: the first creates,
+    the others' ORM flush of the key fails in their own savepoint, and they hear so only
+    after the commit, when their replay finds the first one's response."""
+    database = tmp_path / "relay.db"
+    async with live_relay(f"sqlite+aiosqlite:///{database}", None) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc, "BK-7")
+        path = "/v1/support/demand/trips/BK-7/tickets"
+        blocker = sqlite3.connect(database, timeout=5)
+        blocker.execute("BEGIN IMMEDIATE")
+
+        async def post(key: str) -> httpx.Response:
+            body = {"subject": "Umbrella", "comment": "Left in the car."}
+            headers = {**acc.auth, "Idempotency-Key": key}
+            return await live.http.post(path, headers=headers, json=body)
+
+        first = asyncio.create_task(post("other"))
+        await asyncio.sleep(0.3)
+        twins = [asyncio.create_task(post("twin")) for _ in range(3)]
+        await asyncio.sleep(0.5)
+        blocker.rollback()
+        blocker.close()
+        assert (await first).status_code == 201
+        responses = await asyncio.gather(*twins)
+        assert [r.status_code for r in responses] == [201] * 3, [r.text for r in responses]
+        assert len({r.content for r in responses}) == 1
+        assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 2
+        assert 3 in live.relay.commits.last_sizes
+        listed = await live.http.get("/v1/support/tickets", headers=acc.auth)
+        assert len(listed.json()["tickets"]) == 2
+
+
+async def test_a_unit_whose_await_was_cancelled_fails_alone(engine: AsyncEngine) -> None:
+    """A CancelledError from inside a unit (something it awaited was cancelled) is that
+    unit's failure: the leader goes on with the others and with what is queued after."""
+    commits = GroupCommit(make_sessions(engine), max_units=2)
+    doomed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def awaits_doomed(session: AsyncSession) -> str:
+        await _ADD.rows(session, {"body": "doomed", "parent": None})
+        await doomed
+        return "never"
+
+    waiting = await queued(commits, awaits_doomed, adding("beside"), adding("next"))
+    victim, beside, later = waiting.units
+    await waiting.release()
+    await asyncio.sleep(0.05)
+    doomed.cancel()
+    assert await beside == "beside" and await later == "next"
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    assert await stored(engine) == ["beside", "first", "next"]
+
+
+async def test_closing_waits_for_work_handed_in_and_refuses_more(engine: AsyncEngine) -> None:
+    commits = GroupCommit(make_sessions(engine), max_units=4)
+    waiting = await queued(commits, adding("queued"))
+    closing = asyncio.create_task(commits.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # the held transaction and the queued unit are not done
+    with pytest.raises(GroupClosed):
+        await commits.run(adding("late"))
+    await waiting.release()
+    await closing
+    assert await waiting.units[0] == "queued"
+    assert await stored(engine) == ["first", "queued"]
+
+
+if PG_URL:
+
+    async def test_postgresql_deadlocked_units_run_again_and_both_commit(
+        engine: AsyncEngine,
+    ) -> None:
+        """Two shared transactions lock two rows in opposite orders; PostgreSQL aborts one
+        unit (deadlock_detected), which runs again in a later transaction."""
+        async with transaction(make_sessions(engine)) as session:
+            await _PARENTS.many(session, [{"id": 1}, {"id": 2}])
+        commits = GroupCommit(make_sessions(engine), max_units=8, parallel=2)
+        runs: Counter[str] = Counter()
+        locked = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+        def crossing(name: str, mine: int, other: int, partner: str) -> Work:
+            async def work(session: AsyncSession) -> str:
+                runs[name] += 1
+                await _LOCK_PARENT.rows(session, {"id": mine})
+                if runs[name] == 1:  # the first time, meet the other holding its row
+                    locked[name].set()
+                    await asyncio.wait_for(locked[partner].wait(), 10)
+                await _LOCK_PARENT.rows(session, {"id": other})
+                await _ADD.rows(session, {"body": name, "parent": None})
+                return name
+
+            return work
+
+        one = asyncio.create_task(commits.run(crossing("a", 1, 2, "b")))
+        await asyncio.sleep(0.05)  # its transaction open: the second gets a leader of its own
+        two = asyncio.create_task(commits.run(crossing("b", 2, 1, "a")))
+        assert list(await asyncio.wait_for(asyncio.gather(one, two), 30)) == ["a", "b"]
+        assert sorted(runs.values()) == [1, 2]  # the deadlock's victim ran twice
+        assert await stored(engine) == ["a", "b"]
