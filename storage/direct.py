@@ -108,10 +108,13 @@ class Prepared:
         self.statement = statement
         self.by_keys = by_keys
         self.off_loop = off_loop
-        self._plans: dict[tuple[int, frozenset[str] | None, bool], _Plan] = {}
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
 
     def _plan(self, dialect: Dialect, names: frozenset[str] | None, many: bool) -> _Plan:
-        key = (id(dialect), names, many)
+        # By what shapes the SQL, not by the dialect object: each engine has its own, and
+        # an engine made anew (tests make hundreds) would compile everything again.
+        kind = (type(dialect), dialect.paramstyle, dialect.server_version_info)
+        key = (kind, names, many)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._compile(dialect, names, many)
