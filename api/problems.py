@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from relay.errors import Conflict, InvalidInput, NotFound
+from storage.group_commit import GroupClosed
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ _TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -101,7 +103,14 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
     return problem(500, "Something went wrong on our side. Nothing was changed; please retry.")
 
 
+async def on_shutting_down(request: Request, exc: Exception) -> Response:
+    # The group commit takes no new work once the relay is stopping (storage.group_commit).
+    detail = "The relay is shutting down. Nothing was changed; retry in a few seconds."
+    return problem(503, detail, headers={"Retry-After": "5"})
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    GroupClosed: on_shutting_down,
     NotFound: on_not_found,
     Conflict: on_conflict,
     InvalidInput: on_invalid,

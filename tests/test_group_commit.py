@@ -400,3 +400,26 @@ if PG_URL:
         assert list(await asyncio.wait_for(asyncio.gather(one, two), 30)) == ["a", "b"]
         assert sorted(runs.values()) == [1, 2]  # the deadlock's victim ran twice
         assert await stored(engine) == ["a", "b"]
+
+
+async def test_once_closing_the_relay_answers_new_work_with_retry_later(tmp_path: Path) -> None:
+    """What arrives after the group commit closed (the relay is stopping) is refused in a way
+    that asks for a retry, and changes nothing: SMTP 451, HTTP 503 with Retry-After."""
+    async with live_relay(f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}", None) as live:
+        acc, ticket_id, alias = await live.fleet_ticket()
+        await live.relay.commits.close()
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await live.send(reply_mail(FLEET_INBOX, alias, "too late"), alias)
+        assert refused.value.code == 451
+        response = await live.http.post(
+            "/v1/support/demand/trips/BK-1/tickets",
+            headers=acc.auth,
+            json={"subject": "Late", "comment": "Arrives as the relay stops."},
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "5"
+        listed = await live.http.get("/v1/support/tickets", headers=acc.auth)
+        assert [t["id"] for t in listed.json()["tickets"]] == [ticket_id]
+        ticket = await live.ticket(acc, ticket_id)
+        assert len(ticket["conversation"]) == 1  # the partner's first message only
