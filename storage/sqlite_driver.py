@@ -105,6 +105,16 @@ def _large(parameters: Any) -> bool:
     return False
 
 
+def _runs_on_loop(conn: sqlite3.Connection, off_loop: bool, parameters: Any) -> bool:
+    """Whether a statement runs in the event loop's thread: inside a write transaction,
+    unless marked to take long or binding a large value.
+
+    In a transaction means in one of ours, begun IMMEDIATE and holding the write lock:
+    storage.db begins no other kind (readers begin none, and the driver's own implicit
+    BEGIN is off). Read with no statement of this connection in the driver's thread."""
+    return conn.in_transaction and not off_loop and not _large(parameters)
+
+
 async def _at_once(function: Any, conn: sqlite3.Connection, operation: str, parameters: Any) -> Any:
     return function(conn, operation, parameters)
 
@@ -132,11 +142,7 @@ class OneTripCursor:
         # runs), a transaction may be open: the next rollback must then really happen.
         adapt._may_be_open = True
         outcome: _Outcome | None = None
-        # In a transaction means in one of ours, begun IMMEDIATE and holding the write lock:
-        # storage.db begins no other kind (readers begin none, and the driver's own implicit
-        # BEGIN is off). Read here, with no statement of this connection in the thread.
-        holds_write_lock = self._connection._conn.in_transaction
-        if holds_write_lock and not self.off_loop and not _large(parameters):
+        if _runs_on_loop(self._connection._conn, self.off_loop, parameters):
             outcome = self._run_here(function, operation, parameters)
         elif operation.startswith(_BEGIN_WRITE):
             outcome = self._run_here(_begin_if_free, operation, parameters)
@@ -228,7 +234,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         raw: sqlite3.Connection = self._connection._conn
         # As in OneTripCursor._run: until the statement reports back, a rollback must happen.
         self._may_be_open = True
-        if raw.in_transaction and not off_loop and not _large(parameters):
+        if _runs_on_loop(raw, off_loop, parameters):
             outcome = function(raw, operation, parameters)
         else:
             outcome = await self._connection._execute(function, raw, operation, parameters)
