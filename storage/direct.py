@@ -196,8 +196,6 @@ async def _run(
         else:
             rows = await _run_asyncpg(adapted, sql, arguments, many)
         return rows
-    except exc.SQLAlchemyError:
-        raise
     except Exception as error:
         raise _translated(connection.dialect, adapted, sql, arguments, error) from error
 
