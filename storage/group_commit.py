@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -47,7 +47,7 @@ class GroupClosed(RuntimeError):
     """The relay is shutting down: no new work is taken (SMTP answers 451)."""
 
 
-@dataclass
+@dataclass(eq=False)  # each unit is itself: compared by identity
 class _Unit(Generic[T]):
     work: Work[T]
     answer: asyncio.Future[T]
@@ -139,22 +139,21 @@ class GroupCommit:
         except BaseException as failure:
             # Nothing of the transaction is stored: every unit gets the error (a unit's own
             # exception when it was the one that raised alone), or runs again.
-            self._requeue(u for u in batch if _worth_retrying(failure, u))
-            for unit in batch:
-                if not _worth_retrying(failure, unit):
-                    _settle(_Outcome(unit, error=failure))
+            self._answer([_Outcome(unit, error=failure) for unit in batch])
             if not isinstance(failure, Exception):
                 raise  # cancelled (shutdown): the units were told; the task ends
             return
         self.last_sizes.append(len(batch))
-        self._requeue(o.unit for o in outcomes if _worth_retrying(o.error, o.unit))
-        for outcome in outcomes:
-            if not _worth_retrying(outcome.error, outcome.unit):
-                _settle(outcome)
+        self._answer(outcomes)
 
-    def _requeue(self, units: Iterable[_Unit[Any]]) -> None:
-        """Back to the front of the queue, in their order: they were handed in first."""
-        self._waiting.extendleft(reversed(list(units)))
+    def _answer(self, outcomes: list[_Outcome]) -> None:
+        """Tell each unit's caller, or put the unit back to run again: those go to the front
+        of the queue, in their order, since they were handed in first."""
+        again = [o.unit for o in outcomes if _worth_retrying(o.error, o.unit)]
+        self._waiting.extendleft(reversed(again))
+        for outcome in outcomes:
+            if outcome.unit not in again:
+                _settle(outcome)
 
 
 async def _in_savepoint(session: AsyncSession, unit: _Unit[Any]) -> _Outcome:
