@@ -76,6 +76,16 @@ class GroupCommit:
         # Sizes of the transactions committed, for tests and the curious.
         self.last_sizes: deque[int] = deque(maxlen=1000)
 
+    @property
+    def waiting(self) -> int:
+        """Units handed in that no transaction has taken yet."""
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """Shared transactions under way."""
+        return len(self._leaders)
+
     async def run(self, work: Work[T]) -> T:
         """`work`'s result once the transaction it ran in has committed; its exception
         (its writes undone) if it raised."""

@@ -128,7 +128,7 @@ async def test_result_helpers_refuse_the_wrong_number_of_rows(engine: AsyncEngin
             (await _ALL.rows(session)).one()
 
 
-async def test_statements_prepared_cannot_be_are_refused(engine: AsyncEngine) -> None:
+async def test_statements_that_cannot_be_prepared_are_refused(engine: AsyncEngine) -> None:
     expanding = Prepared(select(_NOTE.c.id).where(_NOTE.c.id.in_(bindparam("ids", expanding=True))))
     async with transaction(make_sessions(engine)) as session:
         with pytest.raises(TypeError, match="expanding"):

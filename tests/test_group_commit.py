@@ -56,6 +56,17 @@ async def engine(database: Database) -> AsyncIterator[AsyncEngine]:
         yield engine
 
 
+async def queue_reaches(commits: GroupCommit, *, running: int, waiting: int) -> None:
+    """Wait until the group commit holds this many open transactions and queued units: the
+    requests travel through real sockets and servers, so no fixed pause is long enough on
+    a loaded machine."""
+    for _ in range(1000):
+        if (commits.running, commits.waiting) == (running, waiting):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"queue at {commits.running} running, {commits.waiting} waiting")
+
+
 def adding(body: str, parent: int | None = None, *, fail: bool = False) -> Work:
     async def work(session: AsyncSession) -> str:
         await _ADD.rows(session, {"body": body, "parent": parent})
@@ -195,13 +206,13 @@ async def test_smtp_replies_arriving_together_share_a_commit_and_a_refusal_stays
                 return f"{error.code} {error.message}"
 
         first = asyncio.create_task(send(FLEET_INBOX, "first, alone"))
-        await asyncio.sleep(0.3)  # its transaction now waits for the lock
+        await queue_reaches(live.relay.commits, running=1, waiting=0)  # waits for the lock
         group = [
             asyncio.create_task(send(FLEET_INBOX, "second")),
             asyncio.create_task(send("stranger@elsewhere.example", "not allowed")),
             asyncio.create_task(send(FLEET_INBOX, "third")),
         ]
-        await asyncio.sleep(0.5)
+        await queue_reaches(live.relay.commits, running=1, waiting=3)
         assert not first.done() and not any(t.done() for t in group)
         blocker.rollback()
         blocker.close()
@@ -277,9 +288,9 @@ async def test_new_tickets_arriving_together_share_a_commit_and_the_limit_holds(
             )
 
         first = asyncio.create_task(open_one(0))
-        await asyncio.sleep(0.3)
+        await queue_reaches(live.relay.commits, running=1, waiting=0)  # waits for the lock
         together = [asyncio.create_task(open_one(n)) for n in (1, 2, 3)]
-        await asyncio.sleep(0.5)
+        await queue_reaches(live.relay.commits, running=1, waiting=3)
         assert not first.done() and not any(t.done() for t in together)
         blocker.rollback()
         blocker.close()
@@ -317,9 +328,9 @@ async def test_keyed_twins_in_one_group_create_once_and_all_get_the_same_201(
             return await live.http.post(path, headers=headers, json=body)
 
         first = asyncio.create_task(post("other"))
-        await asyncio.sleep(0.3)
+        await queue_reaches(live.relay.commits, running=1, waiting=0)  # waits for the lock
         twins = [asyncio.create_task(post("twin")) for _ in range(3)]
-        await asyncio.sleep(0.5)
+        await queue_reaches(live.relay.commits, running=1, waiting=3)
         blocker.rollback()
         blocker.close()
         assert (await first).status_code == 201
