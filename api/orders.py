@@ -89,7 +89,8 @@ async def open_session(request: Request) -> Response:
         assert ticket is not None
         out = order_session(order_id, ticket).dump()
         status = 201 if created else 200
-        built.append(await respond(idempotency, session, out, status=status, location=location))
+        # Replaced, not appended: a unit run again (storage.group_commit) answers anew.
+        built[:] = [await respond(idempotency, session, out, status=status, location=location)]
 
     async def create() -> Response:
         await relay.tickets.open_session(partner, trip, new, within=answer)

@@ -110,8 +110,8 @@ class TicketService:
         notify: Callable[[], None],
         limits: OpenLimits | None = None,
     ) -> None:
-        # New tickets arriving together share a transaction (storage.group_commit); the
-        # other changes, rarer, take one each.
+        # New tickets (on a trip or an order) arriving together share a transaction
+        # (storage.group_commit); the other changes, rarer, take one each.
         self.commits = commits
         self.sessions = commits.sessions
         self.mailer = mailer
@@ -144,7 +144,8 @@ class TicketService:
         """The trip's open ticket, or a new one: (ticket id, created). Decided under the
         partner's row lock, so concurrent requests for one order open one ticket."""
         contact = self._contact(partner, new)
-        async with transaction(self.sessions) as session:
+
+        async def work(session: AsyncSession) -> tuple[int, bool]:
             assert partner.id is not None
             await _lock_partner(session, partner.id)
             current = await session_ticket(session, partner.id, trip.id)
@@ -156,8 +157,12 @@ class TicketService:
             ticket_id = (await self._create(session, partner, trip, new, contact)).ticket.id
             assert ticket_id is not None
             await within(session, ticket_id, True)
-        self.notify()
-        return ticket_id, True
+            return ticket_id, True
+
+        ticket_id, created = await self.commits.run(work)
+        if created:
+            self.notify()
+        return ticket_id, created
 
     def _contact(self, partner: Partner, new: NewTicket) -> str:
         # The request's contact, else the partner's own; the relay-wide default is the last

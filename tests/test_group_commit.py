@@ -434,3 +434,32 @@ async def test_once_closing_the_relay_answers_new_work_with_retry_later(tmp_path
         assert [t["id"] for t in listed.json()["tickets"]] == [ticket_id]
         ticket = await live.ticket(acc, ticket_id)
         assert len(ticket["conversation"]) == 1  # the partner's first message only
+
+
+async def test_order_sessions_opened_together_share_a_commit_and_open_one_ticket(
+    tmp_path: Path,
+) -> None:
+    """Three opens of one order's session in one shared transaction: the first opens the
+    ticket, the next two find it there (their savepoints see the earlier unit's rows) and
+    answer 200 with the same session."""
+    database = tmp_path / "relay.db"
+    async with live_relay(f"sqlite+aiosqlite:///{database}", None) as live:
+        acc = await live.accounts()
+        await live.put_trip(acc, "BK-2")
+        await live.put_trip(acc, "ORD-8")
+        blocker = sqlite3.connect(database, timeout=5)
+        blocker.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(live.open_ticket(acc, "BK-2"))
+        await queue_reaches(live.relay.commits, running=1, waiting=0)  # waits for the lock
+        opens = [
+            asyncio.create_task(live.http.post("/v1/support/orders/ORD-8", headers=acc.auth))
+            for _ in range(3)
+        ]
+        await queue_reaches(live.relay.commits, running=1, waiting=3)
+        blocker.rollback()
+        blocker.close()
+        await first
+        responses = await asyncio.gather(*opens)
+        assert sorted(r.status_code for r in responses) == [200, 200, 201]
+        assert len({r.json()["ticketId"] for r in responses}) == 1
+        assert 3 in live.relay.commits.last_sizes
