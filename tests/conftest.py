@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,6 +49,20 @@ async def engine_with(database: Database, metadata: MetaData) -> AsyncIterator[A
         async with engine.begin() as conn:
             await conn.run_sync(metadata.drop_all)
         await engine.dispose()
+
+
+def count_driver_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, each hand-off to aiosqlite's thread is recorded (the statement's first
+    word, or the function's name: commit, rollback) and still made."""
+    trips: list[str] = []
+    hand_off = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(args[1].split()[0] if len(args) > 1 else fn.__name__)
+        return await hand_off(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return trips
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import (
     JSON,
@@ -33,7 +32,7 @@ from storage.db import make_engine, make_read_sessions, make_sessions, transacti
 from storage.direct import Prepared
 from storage.sqlite_driver import INLINE_MAX_VALUE
 from storage.types import UTCDateTime
-from tests.conftest import Database, engine_with
+from tests.conftest import Database, count_driver_trips, engine_with
 
 _META = MetaData()
 _NOTE = Table(
@@ -162,17 +161,10 @@ async def test_sqlite_prepared_statements_run_where_the_driver_would_put_them(
     """As storage.sqlite_driver places statements: in a write transaction on the loop's
     thread, unless large or off_loop; a reader's in the driver's thread."""
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'placed.db'}")
-    trips: list[str] = []
-    hand_off = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(args[1].split()[0] if len(args) > 1 else fn.__name__)
-        return await hand_off(self, fn, *args, **kwargs)
-
     try:
         async with engine.begin() as conn:
             await conn.run_sync(_META.create_all)
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        trips = count_driver_trips(monkeypatch)
         async with transaction(make_sessions(engine)) as session:
             await _ADD.rows(session, {"at": _AT, "detail": None, "flag": True, "body": "s"})
             await _BY_ID.rows(session, {"id": 1})

@@ -7,7 +7,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
@@ -18,7 +17,7 @@ from storage.db import make_engine, make_read_sessions, make_sessions, transacti
 from storage.migrate import upgrade
 from storage.models import Fleet
 from storage.sqlite_driver import BUSY_TIMEOUT_MS, INLINE_MAX_VALUE, OFF_LOOP
-from tests.conftest import PG_URL, Database
+from tests.conftest import PG_URL, Database, count_driver_trips
 
 
 async def test_sqlite_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
@@ -136,18 +135,11 @@ async def test_sqlite_trips_to_the_driver_thread_are_only_what_may_wait(
     (another process may hold the lock), COMMIT (fsync), a real rollback, and statements
     outside a write transaction; the statements of a write transaction run in the loop's
     thread, and a rollback with nothing to undo costs nothing."""
-    trips: list[str] = []
-    hand_off = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(args[1].split()[0] if len(args) > 1 else fn.__name__)
-        return await hand_off(self, fn, *args, **kwargs)
-
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'trips.db'}")
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE note (body TEXT)"))
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        trips = count_driver_trips(monkeypatch)
         async with transaction(make_sessions(engine)) as session:
             await (await session.connection()).execute(text("INSERT INTO note VALUES ('a'), ('b')"))
             rows = (
