@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from relay.addresses import split_rcpt
+from relay.addresses import full_envelope_address, plain_envelope_address, split_rcpt
 from relay.bounce_intake import BounceIntake
 from relay.bounces import is_bounce_local_part
 from relay.config import Settings
@@ -103,19 +102,20 @@ class RelaySMTP(SMTP):
         class (ABCMeta, inspect) was 2-4 % of the relay's CPU per message in the profile."""
         if not arg:
             return "", ""
-        try:
-            if arg.lstrip().startswith("<"):
-                angle, rest = get_angle_addr(arg)
-                addr = str(angle.addr_spec)
-            else:
-                spec, rest = get_addr_spec(arg)
-                addr = str(spec.addr_spec)
-        except HeaderParseError:
-            return None, None
+        # The plain `<local@domain> PARAMS` without building the parser's token tree
+        # (about 40 µs, twice a message).
+        plain = plain_envelope_address(arg)
+        if plain is not None:
+            addr, rest = plain
+        else:
+            try:
+                addr, rest = full_envelope_address(arg)
+            except HeaderParseError:
+                return None, None
         localpart = addr.rpartition("@")[0]
         if self.local_part_limit and len(localpart) > self.local_part_limit:
             return None, None
-        return addr, str(rest)
+        return addr, rest
 
     async def push(self, status: Any) -> None:
         if self._refused:  # the 421 was the last word; the client task must not greet
