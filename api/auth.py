@@ -29,8 +29,7 @@ def _presented_key(request: Request) -> str:
 
 async def current_partner(request: Request) -> Partner:
     key = _presented_key(request)
-    async with relay_of(request).reads() as session:
-        partner = await partner_for_key(session, key)
+    partner = await partner_for_key(relay_of(request).engine, key)
     if partner is None:
         raise HTTPException(401, "The API key is unknown or revoked.", headers=_CHALLENGE)
     return partner

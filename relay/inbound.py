@@ -9,6 +9,7 @@ from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from relay.addresses import full_envelope_address, plain_envelope_address, split_rcpt
 from relay.bounce_intake import BounceIntake
@@ -27,7 +28,6 @@ from relay.replies import (
     S552_TOO_BIG,
     reply_for,
 )
-from storage.db import SessionFactory
 from storage.group_commit import GroupClosed
 from storage.tickets import alias_is_active
 
@@ -131,12 +131,12 @@ class InboundHandler:
     def __init__(
         self,
         settings: Settings,
-        sessions: SessionFactory,
+        engine: AsyncEngine,
         pipeline: InboundPipeline,
         bounces: BounceIntake,
     ) -> None:
         self.settings = settings
-        self.sessions = sessions
+        self.engine = engine  # for the RCPT lookup, which needs no session
         self.pipeline = pipeline
         self.bounces = bounces
 
@@ -161,8 +161,7 @@ class InboundHandler:
             # one can make a server send its refusal to a victim through us.
             envelope.rcpt_tos.append(address)
             return S250_RCPT_OK
-        async with self.sessions() as db:
-            known = await alias_is_active(db, local_part)
+        known = await alias_is_active(self.engine, local_part)
         if not known:
             return UnknownAlias().reply
         envelope.rcpt_tos.append(address)

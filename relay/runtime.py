@@ -156,7 +156,7 @@ class Relay:
     async def start_smtp(self, *, reuse_port: bool = False) -> None:
         assert self.bounce_addresses is not None, "call prepare() first"
         bounces = BounceIntake(self.sessions, self.bounce_addresses, mime_limits(self.settings))
-        handler = InboundHandler(self.settings, self.reads, self.pipeline, bounces)
+        handler = InboundHandler(self.settings, self.engine, self.pipeline, bounces)
         hostname = self.settings.smtp_hostname or self.settings.domain
         limiter = ConnectionLimiter(self.settings.max_connections_per_client)
         loop = asyncio.get_running_loop()

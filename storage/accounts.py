@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -105,12 +106,12 @@ _KEY_AND_PARTNER = Prepared(
 )
 
 
-async def partner_for_key(session: AsyncSession, presented: str) -> Partner | None:
+async def partner_for_key(engine: AsyncEngine, presented: str) -> Partner | None:
     """The partner owning a live key, or None. Unknown prefixes cost the same hash compare."""
     parts = presented.split("_", 2)
     prefix = parts[1] if len(parts) == 3 and parts[0] == KEY_PREFIX else ""
-    # One query for key and partner: every API request pays for this lookup.
-    found = (await _KEY_AND_PARTNER.rows(session, {"prefix": prefix})).first()
+    # One keyed read for key and partner, outside any session: every API request pays it.
+    found = (await _KEY_AND_PARTNER.read(engine, {"prefix": prefix})).first()
     expected = found[0] if found else _hash(secrets.token_hex(16))
     if not hmac.compare_digest(expected, _hash(presented)) or found is None:
         return None

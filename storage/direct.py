@@ -27,7 +27,9 @@ from typing import Any
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import connection_of
@@ -169,6 +171,42 @@ class Prepared:
         arguments = [plan.arguments(p) for p in params]
         _announce(connection, plan.sql, arguments, True)
         await _run(connection, plan.sql, arguments, True, self.off_loop)
+
+    async def read(self, engine: AsyncEngine, params: Mapping[str, Any] | None = None) -> Rows:
+        """Run a short read (a keyed lookup of a row or two) outside any transaction, on a
+        pooled connection of its own: no session, no SQLAlchemy connection, no BEGIN.
+
+        Opening and closing a read session cost about 300 µs of CPU around a lookup of 30
+        (pool checkout and return through the session's and the connection's machinery,
+        three greenlet trips); each message asks one at RCPT, each API request one for its
+        key. On SQLite the statement runs on the event loop's thread unless SQLite would
+        make it wait (storage.sqlite_driver); on PostgreSQL it runs without BEGIN and
+        ROLLBACK, one round trip instead of three. One statement reads one snapshot
+        either way."""
+        params = params or {}
+        pooled = await engine.raw_connection()
+        try:
+            dialect = engine.dialect
+            names = frozenset(params) if self.by_keys else None
+            plan = self._plan(dialect, names, False)
+            arguments = plan.arguments(params)
+            listeners = engine.sync_engine.dispatch.before_cursor_execute
+            if listeners:  # no Connection here: listeners get None for it
+                listeners(None, None, plan.sql, arguments, None, False)
+            adapted: Any = pooled.dbapi_connection
+            try:
+                if dialect.name == "sqlite":
+                    raw: list[Any] = await adapted.read_at_once(plan.sql, arguments)
+                else:
+                    async with adapted._execute_mutex:
+                        raw = await adapted._connection.fetch(plan.sql, *arguments)
+            except Exception as error:
+                raise _translated(dialect, adapted, plan.sql, arguments, error) from error
+            return Rows(plan.keys, [plan.row(r) for r in raw])
+        finally:
+            # In a greenlet: should a read have left something to roll back, the pool's
+            # reset awaits the driver.
+            await greenlet_spawn(pooled.close)
 
 
 async def _connection(session: AsyncSession) -> Connection:

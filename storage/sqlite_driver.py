@@ -72,9 +72,11 @@ def _execute_many(conn: sqlite3.Connection, operation: str, parameters: Any) -> 
         cursor.close()
 
 
-def _begin_if_free(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome | None:
-    """BEGIN IMMEDIATE if the write lock is free now; None, having waited for nothing, when
-    another connection holds it (the caller then waits for it in the driver's thread)."""
+def _unless_busy(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome | None:
+    """The statement if it need not wait now; None, having waited for nothing, when SQLite
+    says busy (the caller then waits in the driver's thread). BEGIN IMMEDIATE is busy while
+    another connection holds the write lock; a read in WAL mode only while a connection
+    recovers the WAL after a crash."""
     conn.execute("PRAGMA busy_timeout=0")
     try:
         return _execute(conn, operation, parameters)
@@ -145,7 +147,7 @@ class OneTripCursor:
         if _runs_on_loop(self._connection._conn, self.off_loop, parameters):
             outcome = self._run_here(function, operation, parameters)
         elif operation.startswith(_BEGIN_WRITE):
-            outcome = self._run_here(_begin_if_free, operation, parameters)
+            outcome = self._run_here(_unless_busy, operation, parameters)
         if outcome is None:
             try:
                 # aiosqlite's own way of running a function in its thread (_execute).
@@ -166,7 +168,7 @@ class OneTripCursor:
         Once BEGIN IMMEDIATE has the write lock, nothing in a WAL database makes a
         statement wait: readers never block the writer, and the WAL is checkpointed at
         COMMIT, which still goes to the driver's thread (it waits for fsync). BEGIN itself
-        is tried here without waiting (`_begin_if_free`), and waits in the thread only when
+        is tried here without waiting (`_unless_busy`), and waits in the thread only when
         another process holds the lock. A keyed read or an INSERT takes a few dozen
         microseconds; the trip to the thread and back took more than that."""
         raw: sqlite3.Connection = self._connection._conn
@@ -238,6 +240,18 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             outcome = function(raw, operation, parameters)
         else:
             outcome = await self._connection._execute(function, raw, operation, parameters)
+        self._may_be_open = outcome[4]
+        return outcome[3]
+
+    async def read_at_once(self, operation: str, parameters: Any) -> list[Any]:
+        """A short read outside any transaction, from storage.direct's `Prepared.read` (a
+        keyed lookup: an alias at RCPT, an API key): on the event loop's thread, as the
+        statements of a write transaction run, unless SQLite would make it wait."""
+        raw: sqlite3.Connection = self._connection._conn
+        self._may_be_open = True  # as in run_prepared
+        outcome = _unless_busy(raw, operation, parameters)
+        if outcome is None:
+            outcome = await self._connection._execute(_execute, raw, operation, parameters)
         self._may_be_open = outcome[4]
         return outcome[3]
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ScalarSelect, bindparam, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -67,10 +68,10 @@ _ACTIVE_ALIAS = Prepared(
 )
 
 
-async def alias_is_active(session: AsyncSession, local_part: str) -> bool:
-    """Whether mail to `local_part` has a ticket to go to: asked at every RCPT, so a Core
-    query for one id, not an ORM entity."""
-    result = await _ACTIVE_ALIAS.rows(session, {"local_part": local_part.lower()})
+async def alias_is_active(engine: AsyncEngine, local_part: str) -> bool:
+    """Whether mail to `local_part` has a ticket to go to: asked at every RCPT, so one
+    keyed read outside any session (`Prepared.read`), not an ORM entity."""
+    result = await _ACTIVE_ALIAS.read(engine, {"local_part": local_part.lower()})
     return result.first() is not None
 
 

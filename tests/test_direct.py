@@ -4,11 +4,14 @@ transaction, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import (
     JSON,
@@ -25,12 +28,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
+from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
 from storage.db import make_engine, make_read_sessions, make_sessions, transaction
 from storage.direct import Prepared
-from storage.sqlite_driver import INLINE_MAX_VALUE
+from storage.sqlite_driver import INLINE_MAX_VALUE, OneTripDBAPI
 from storage.types import UTCDateTime
 from tests.conftest import Database, count_driver_trips, engine_with
 
@@ -185,3 +189,71 @@ async def test_sqlite_prepared_statements_run_where_the_driver_would_put_them(
         assert trips == ["SELECT"]  # and no rollback after it: nothing was begun
     finally:
         await engine.dispose()
+
+
+async def test_a_read_outside_any_session_reads_the_last_commit(engine: AsyncEngine) -> None:
+    """`Prepared.read`: the same row `.rows` reads in a transaction, what was committed and
+    nothing a transaction still under way wrote; driver errors are SQLAlchemy's; engine
+    listeners see it."""
+    sessions = make_sessions(engine)
+    async with transaction(sessions) as session:
+        note = {"at": _AT, "detail": {"n": 1}, "flag": True, "body": "kept"}
+        first = (await _ADD.rows(session, note)).scalar_one()
+        in_session = (await _BY_ID.rows(session, {"id": first})).one()
+    seen: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    assert (await _BY_ID.read(engine, {"id": first})).one() == in_session
+    assert seen and seen[0].startswith("SELECT")
+    async with transaction(sessions) as session:  # under way: its row is not read
+        second = (await _ADD.rows(session, {**note, "body": "pending"})).scalar_one()
+        assert (await _BY_ID.read(engine, {"id": second})).first() is None
+        assert (await _BY_ID.read(engine, {"id": first})).one()[4] == "kept"
+    assert (await _BY_ID.read(engine, {"id": second})).one()[4] == "pending"
+    missing = Prepared(select(Table("direct_missing", MetaData(), Column("id", Integer)).c.id))
+    with pytest.raises(DBAPIError):
+        await missing.read(engine)
+    # Every pooled connection came back clean: a write transaction still begins and commits.
+    async with transaction(sessions) as session:
+        await _CHANGE.rows(session, {"body": "after", "id_": first})
+    assert (await _BY_ID.read(engine, {"id": first})).one()[4] == "after"
+
+
+async def test_sqlite_reads_outside_a_session_wait_only_in_the_drivers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the loop's thread when SQLite need not wait (no trip); when it would wait, in
+    aiosqlite's thread, and the loop runs on meanwhile."""
+    path = tmp_path / "reads.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_META.create_all)
+        async with transaction(make_sessions(engine)) as session:
+            await _ADD.rows(session, {"at": _AT, "detail": None, "flag": True, "body": "r"})
+        trips = count_driver_trips(monkeypatch)
+        assert (await _BY_ID.read(engine, {"id": 1})).one()[4] == "r"
+        assert trips == []
+    finally:
+        await engine.dispose()
+    # A WAL reader waits only while another connection recovers the WAL, which a test
+    # cannot hold open; in rollback-journal mode an exclusive lock keeps readers out.
+    holder = sqlite3.connect(tmp_path / "journal.db", isolation_level=None)
+    holder.execute("CREATE TABLE t (v TEXT)")
+    holder.execute("INSERT INTO t VALUES ('before')")
+    connect = OneTripDBAPI(aiosqlite, sqlite3).connect
+    reader = await greenlet_spawn(connect, str(tmp_path / "journal.db"))
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("UPDATE t SET v = 'after'")
+        trips.clear()  # the engine's connections closed in the thread
+        reading = asyncio.create_task(reader.read_at_once("SELECT v FROM t", ()))
+        ticks = 0
+        while not trips and ticks < 1000:  # the loop runs while the read waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert trips == ["SELECT"] and not reading.done()
+        holder.execute("COMMIT")
+        assert await asyncio.wait_for(reading, 10) == [("after",)]
+    finally:
+        holder.close()
+        await greenlet_spawn(reader.close)
