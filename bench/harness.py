@@ -196,6 +196,19 @@ async def start_discard(workdir: Path, size_limit: int = 25 * 1024 * 1024) -> tu
     return child, port
 
 
+async def start_forward(
+    workdir: Path, sink_port: int, size_limit: int = 25 * 1024 * 1024
+) -> tuple[Child, int]:
+    """The stack's floor (aiosmtpd in, aiosmtplib out, nothing else), in its own process,
+    forwarding to the sink at `sink_port`: (the child, its port)."""
+    port = free_port()
+    extra = ["--size-limit", str(size_limit), "--to", str(sink_port)]
+    argv = server_argv("forward", port, *extra)
+    child = Child("forward", lambda _: argv, child_env(), workdir, SERVER_READY)
+    await child.start()
+    return child, port
+
+
 # --- databases -----------------------------------------------------------------------------
 
 

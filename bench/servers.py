@@ -1,11 +1,19 @@
-"""The benchmarks' child SMTP servers: a timestamping sink and the bare aiosmtpd ceiling.
+"""The benchmarks' child SMTP servers: a timestamping sink, the bare aiosmtpd ceiling and
+the stack's floor.
 
 The sink stands in for the smarthost. It appends one line per message to a file:
 `<CLOCK_MONOTONIC ns> <first recipient> <token or -> <Reply-To alias or ->`. The monotonic
 clock is system-wide on Linux, so those times compare with a client's in another process.
 
+The ceiling (discard) receives every message and throws it away. The floor (forward)
+receives every message and forwards it to the sink over kept-open aiosmtplib connections,
+with nothing parsed, checked, stored or fsynced: the least a relay built on aiosmtpd and
+aiosmtplib does per message, whatever else it does. Both run on the relay's event loop
+(uvloop where installed, as `support-relay serve`) with the relay's listener settings.
+
     .venv/bin/python bench/servers.py sink --port P --log FILE [--fleet EMAIL]
     .venv/bin/python bench/servers.py discard --port P [--size-limit BYTES]
+    .venv/bin/python bench/servers.py forward --port P --to SINK_PORT [--senders N]
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from email.utils import getaddresses
 from pathlib import Path
 from typing import IO
 
+import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from api.cli import run_loop
 
 SERVER_READY = "bench server ready"
 TOKEN = re.compile(rb"bench-token-(\d+)")
@@ -156,12 +167,37 @@ class Discard:
         return "250 2.0.0 OK"
 
 
-async def _serve_discard(port: int, size_limit: int) -> None:
+# A message as received: envelope sender, recipients, bytes.
+Received = tuple[str, list[str], bytes]
+
+
+class Forward:
+    """The floor's handler: each message is queued as received and answered 250 at once;
+    the senders forward it. A relay answers only after storing it durably, so the floor
+    does strictly less per message than any relay on this stack."""
+
+    def __init__(self, queue: asyncio.Queue[Received]) -> None:
+        self.queue = queue
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        await self.queue.put((envelope.mail_from or "", list(envelope.rcpt_tos), content))
+        return "250 2.0.0 OK"
+
+
+async def _forward(queue: asyncio.Queue[Received], port: int) -> None:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
+        while True:
+            mail_from, rcpt_tos, raw = await queue.get()
+            await client.sendmail(mail_from, rcpt_tos, raw)
+
+
+async def _serve(handler: object, port: int, size_limit: int) -> None:
     loop = asyncio.get_running_loop()
     # Configured as relay/runtime.py configures the relay's listener.
     await loop.create_server(
         lambda: SMTP(
-            Discard(),
+            handler,
             data_size_limit=size_limit,
             hostname="bench.localhost",
             enable_SMTPUTF8=True,
@@ -174,19 +210,34 @@ async def _serve_discard(port: int, size_limit: int) -> None:
     await asyncio.Event().wait()
 
 
+async def _serve_forward(port: int, size_limit: int, to_port: int, senders: int) -> None:
+    queue: asyncio.Queue[Received] = asyncio.Queue()
+    # As the relay's delivery worker: up to `senders` forwards at once, connections kept.
+    tasks = [asyncio.create_task(_forward(queue, to_port)) for _ in range(senders)]
+    try:
+        await _serve(Forward(queue), port, size_limit)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Child servers for the load benchmarks.")
-    parser.add_argument("kind", choices=["sink", "discard"])
+    parser.add_argument("kind", choices=["sink", "discard", "forward"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", type=Path)
     parser.add_argument("--fleet", help="learn the Reply-To alias of mail to this address")
     parser.add_argument("--size-limit", type=int, default=25 * 1024 * 1024)
+    parser.add_argument("--to", type=int, help="forward: the sink's port")
+    parser.add_argument("--senders", type=int, default=8, help="forward: connections to it")
     args = parser.parse_args(argv)
     if args.kind == "sink":
         with open(args.log, "ab") as out:
             asyncio.run(_serve_sink(Recorder(out, args.fleet), args.port))
+    elif args.kind == "discard":
+        run_loop(_serve(Discard(), args.port, args.size_limit))
     else:
-        asyncio.run(_serve_discard(args.port, args.size_limit))
+        run_loop(_serve_forward(args.port, args.size_limit, args.to, args.senders))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ Per case (message size x concurrent connections), in this order, in one run:
 
 - ceiling: a bare aiosmtpd server (configured like the relay's listener) that discards
   every message. Its rate is what aiosmtpd on this interpreter and machine can accept.
+- floor: the least any relay built on this stack does, in the same process layout: aiosmtpd
+  receives each message (on uvloop, configured like the relay's listener), answers 250 at
+  once and aiosmtplib forwards it over 8 kept-open connections to a timestamping sink;
+  nothing parsed, checked, stored or fsynced. Its ratio to Postfix bounds what the relay
+  can reach on this machine with aiosmtpd and aiosmtplib, however lean the rest.
 - Postfix: a throwaway instance on loopback (queue on disk, as shipped) relaying to a
   timestamping sink (bench/harness.py's minimal SMTP receiver, faster than the ceiling,
   so it never sets anyone's pace), as the relay's smarthost.
@@ -65,6 +70,7 @@ from bench.harness import (
     scratch_database,
     server_version,
     start_discard,
+    start_forward,
     table,
 )
 from bench.postfix_peer import INSTALL, PostfixPeer
@@ -72,7 +78,7 @@ from bench.pyspy import Profile, summarise
 from bench.smtp_load import paced_client, plan, smtp_source, tokens
 
 PER_TICKET = 15  # messages to one ticket, under the relay's loop guard of 20 an hour
-CEILING, POSTFIX = "ceiling", "postfix"
+CEILING, FLOOR, POSTFIX = "ceiling", "floor", "postfix"
 HEADLINE_CASE = (2048, 20)
 SIZED = ("messages", "latency_messages", "latency_seconds")  # what --quick makes smaller
 # The targets, checked at the end.
@@ -220,11 +226,17 @@ async def start_targets(
     discard, discard_port = await start_discard(workdir)
     stack.push_async_callback(discard.stop)
     ceiling = Target(CEILING, discard_port, None, discard.proc.pid if discard.proc else None)
+    floor_sink = await Sink("floor-sink", workdir, fleet=None).start()
+    stack.push_async_callback(floor_sink.stop)
+    forward, forward_port = await start_forward(workdir, floor_sink.port)
+    stack.push_async_callback(forward.stop)
+    pid = forward.proc.pid if forward.proc else None
+    floor = Target(FLOOR, forward_port, floor_sink.log, pid)
     sink = await Sink("postfix-sink", workdir, fleet=None).start()
     stack.push_async_callback(sink.stop)
     peer = await PostfixPeer(sink.port).start()
     stack.push_async_callback(peer.stop)
-    found, notes = [ceiling, Target(POSTFIX, peer.port, sink.log)], [peer.version()]
+    found, notes = [ceiling, floor, Target(POSTFIX, peer.port, sink.log)], [peer.version()]
     env = relay_env(cfg)
     for kind in cfg.databases:
         url = await stack.enter_async_context(scratch_database(kind, workdir, cfg.pg_url))
@@ -316,7 +328,8 @@ def rows(results: Sequence[Result]) -> list[list[str]]:
     out = []
     for r in results:
         peers = by_case[r.case]
-        ceiling, postfix = peers.get(CEILING), peers.get(POSTFIX)
+        ceiling, postfix, floor = peers.get(CEILING), peers.get(POSTFIX), peers.get(FLOOR)
+        relay = r.target.startswith("relay")
         notes = [f"{r.late_sends} late"] if r.late_sends else []
         notes += [f"{len(r.errors)} errors"] if r.errors else []
         if r.arrived < r.accepted:
@@ -330,9 +343,8 @@ def rows(results: Sequence[Result]) -> list[list[str]]:
                 f"{r.e2e_rate:.0f}",
                 "-" if math.isnan(r.cpu_share) else f"{r.cpu_share:.0%}",
                 ratio(r.e2e_rate, ceiling.e2e_rate) if ceiling and r is not ceiling else "",
-                ratio(r.e2e_rate, postfix.e2e_rate)
-                if postfix and r.target.startswith("relay")
-                else "",
+                ratio(r.e2e_rate, postfix.e2e_rate) if postfix and (relay or r is floor) else "",
+                ratio(r.e2e_rate, floor.e2e_rate) if floor and relay else "",
                 _ms(r.paced_at) if r.latencies else "-",
                 _ms(pct(r.latencies, 0.5)),
                 _ms(pct(r.latencies, 0.99)),
@@ -351,6 +363,7 @@ HEADERS = [
     "CPU",
     "vs ceiling",
     "vs Postfix",
+    "vs floor",
     "paced at/s",
     "p50 ms",
     "p99 ms",
@@ -403,6 +416,16 @@ def verdicts(results: Sequence[Result]) -> tuple[list[str], str]:
                         MIN_VS_POSTFIX_100K,
                     )
                 )
+    floor = index.get((*HEADLINE_CASE, FLOOR))
+    if floor is not None:
+        pf = index[(*HEADLINE_CASE, POSTFIX)].e2e_rate
+        cl = index[(*HEADLINE_CASE, CEILING)].e2e_rate
+        lines.append(
+            f"  [INFO] floor 2 KB x 20 (aiosmtpd in, aiosmtplib out, nothing stored): "
+            f"{floor.e2e_rate / pf:.2f}x Postfix, {floor.e2e_rate / cl:.2f}x ceiling: "
+            "no one-process relay on this stack can pass it here"
+        )
+        headline.append(f"floor {floor.e2e_rate:.0f} msg/s = {floor.e2e_rate / pf:.2f}x Postfix")
     summary = "; ".join(headline) if headline else "no 2 KB x 20 relay case was run"
     return lines, f"throughput 2 KB x 20 connections: {summary}"
 
