@@ -194,7 +194,8 @@ class InboundPipeline:
         for attempt in (1, 2):
             try:
                 work = partial(self._run, arrival, parsed, sender, verdict)
-                contexts = await self.commits.run(work)
+                # SQL only (storage.direct and Core): a plain SQL savepoint will do.
+                contexts = await self.commits.run(work, orm=False)
                 break
             except IntegrityError:
                 # A concurrent copy of the same message committed first; rerun to see it.

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import registry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import make_read_sessions, make_sessions, transaction
@@ -96,7 +97,7 @@ class Queued:
         assert await self.first == "first"
 
 
-async def queued(commits: GroupCommit, *works: Work) -> Queued:
+async def queued(commits: GroupCommit, *works: Work, orm: bool = True) -> Queued:
     held = asyncio.Event()
 
     async def first(session: AsyncSession) -> str:
@@ -106,7 +107,7 @@ async def queued(commits: GroupCommit, *works: Work) -> Queued:
 
     first_task = asyncio.create_task(commits.run(first))
     await asyncio.sleep(0.05)
-    units = [asyncio.create_task(commits.run(work)) for work in works]
+    units = [asyncio.create_task(commits.run(work, orm=orm)) for work in works]
     await asyncio.sleep(0.05)
     return Queued(first_task, units, held)
 
@@ -123,7 +124,10 @@ async def test_units_handed_in_together_share_one_commit(engine: AsyncEngine) ->
     assert await stored(engine) == ["first", *(f"u{i}" for i in range(6))]
 
 
-async def test_a_unit_that_raises_is_undone_alone(engine: AsyncEngine) -> None:
+@pytest.mark.parametrize("orm", [True, False], ids=["session-savepoints", "sql-savepoints"])
+async def test_a_unit_that_raises_is_undone_alone(engine: AsyncEngine, orm: bool) -> None:
+    """Also after a failed statement: on PostgreSQL the rollback to the unit's savepoint
+    is what lets the others go on in the same transaction."""
     commits = GroupCommit(make_sessions(engine), max_units=8)
     waiting = await queued(
         commits,
@@ -131,6 +135,7 @@ async def test_a_unit_that_raises_is_undone_alone(engine: AsyncEngine) -> None:
         adding("bad", fail=True),
         adding("good"),  # the unique body again
         adding("also"),
+        orm=orm,
     )
     await waiting.release()
     good, bad, duplicate, also = waiting.units
@@ -141,6 +146,52 @@ async def test_a_unit_that_raises_is_undone_alone(engine: AsyncEngine) -> None:
         await duplicate
     assert list(commits.last_sizes) == [1, 4]
     assert await stored(engine) == ["also", "first", "good"]
+
+
+class _MappedEntry:
+    """gc_entry as an ORM entity, for units that use the session's unit of work."""
+
+    id: int | None
+    body: str
+    parent_id: int | None
+
+
+registry().map_imperatively(_MappedEntry, _ENTRY)
+
+
+def through_the_orm(body: str, *, load: bool = False) -> Work:
+    async def work(session: AsyncSession) -> str:
+        if load:
+            await session.get(_MappedEntry, 1)
+        else:
+            entry = _MappedEntry()
+            entry.body, entry.parent_id = body, None
+            session.add(entry)
+        return body
+
+    return work
+
+
+@pytest.mark.parametrize("load", [False, True], ids=["adds", "loads"])
+async def test_a_unit_declared_sql_only_that_uses_the_orm_fails_its_transaction(
+    engine: AsyncEngine, load: bool
+) -> None:
+    """A plain SQL savepoint cannot make the session forget entities a rollback undid (a
+    later flush would write them): a unit declared orm=False that adds or loads entities
+    is a bug, and nothing of its transaction commits. Declared as an ORM unit, the same
+    work commits."""
+    commits = GroupCommit(make_sessions(engine), max_units=8)
+    waiting = await queued(
+        commits, adding("sql"), through_the_orm("orm", load=load), adding("after"), orm=False
+    )
+    await waiting.release()
+    for task in waiting.units:
+        with pytest.raises(TypeError, match="orm=False"):
+            await task
+    assert list(commits.last_sizes) == [1]  # the first unit's; the group's never committed
+    assert await stored(engine) == ["first"]
+    assert await commits.run(through_the_orm("added")) == "added"
+    assert await stored(engine) == ["added", "first"]
 
 
 async def test_a_failed_commit_fails_every_unit_of_it_and_stores_none(
