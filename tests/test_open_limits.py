@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from relay.lifecycle import CLOSED, STATUSES
+from storage.db import make_engine
+from storage.history import _OPEN_COUNTS, OPEN_STATUSES
+from storage.migrate import upgrade
 from tests.conftest import Database
 from tests.harness import FLEET_INBOX, Accounts, LiveRelay, live_relay
 from tests.test_api import assert_problem, second_partner
@@ -197,3 +202,31 @@ async def test_order_sessions_count_against_the_limit(limited: LiveRelay) -> Non
     await live.put_trip(acc, "BK-3")
     _assert_limit(await live.http.post("/v1/support/orders/BK-3", headers=acc.auth), 3, "partner")
     assert_problem(await live.http.get("/v1/support/orders/BK-3", headers=acc.auth), 404)
+
+
+def test_the_open_count_knows_every_status_but_closed() -> None:
+    assert set(OPEN_STATUSES) == set(STATUSES) - {CLOSED}
+
+
+async def test_the_open_count_reads_the_trips_tickets_and_the_partners_open_ones_only(
+    tmp_path: Path,
+) -> None:
+    """Its cost follows the partner's open tickets, not its history: the trip's own index,
+    and the partner's open statuses in the covering index (on SQLite, without statistics,
+    the one-pass count walked every ticket of the partner and read each one's row)."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
+    try:
+        await upgrade(engine)
+        plan = _OPEN_COUNTS._plan(engine.dialect, None, False)
+        arguments = plan.arguments({"partner_id": 1, "trip_id": "t-1"})
+        async with engine.connect() as conn:
+            found = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + plan.sql, arguments)
+            steps = [row[3] for row in found]
+    finally:
+        await engine.dispose()
+    searches = [step for step in steps if "ticket" in step]
+    assert searches == [
+        "SEARCH ticket USING INDEX ix_ticket_trip_id (trip_id=?)",
+        "SEARCH ticket USING COVERING INDEX ix_ticket_partner_status_created"
+        " (partner_id=? AND status=?)",
+    ], steps
