@@ -7,13 +7,7 @@ from collections.abc import Sequence
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from relay.compose import MAX_REFERENCES, Threading
-from storage.models import Message
-from storage.tickets import FLEET, message_by_msgid, recent_msgids
-
-
-def msgid_for(message: Message, side: str) -> str | None:
-    """The Message-ID `side` knows `message` by, if that side ever saw it."""
-    return message.fleet_msgid if side == FLEET else message.partner_msgid
+from storage.tickets import answered_msgid, recent_msgids
 
 
 async def threading_for(
@@ -36,8 +30,7 @@ async def threading_for(
     )
     in_reply_to = None
     if author and cited:
-        answered = await message_by_msgid(session, ticket_id, author, cited)
-        in_reply_to = msgid_for(answered, reader) if answered else None
+        in_reply_to = await answered_msgid(session, ticket_id, author, reader, cited)
     return Threading(
         in_reply_to=in_reply_to or (references[-1] if references else None),
         references=references,

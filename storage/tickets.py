@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import connection_of
 from storage.direct import Prepared
 from storage.models import (
     Alias,
@@ -284,19 +285,24 @@ def claim_upload(
     session.add(attachment)
 
 
-async def message_by_msgid(
-    session: AsyncSession, ticket_id: int, side: str, msgids: Sequence[str]
-) -> Message | None:
-    """The newest message of this ticket that `side` knows by one of `msgids`."""
-    if not msgids:
+async def answered_msgid(
+    session: AsyncSession, ticket_id: int, author: str, reader: str, cited: Sequence[str]
+) -> str | None:
+    """The Message-ID `reader` knows the newest message of this ticket by, of those `author`
+    knows by one of `cited`; None if there is none or `reader` never saw it. One column
+    through Core, no entity: inbound mail runs SQL only (storage.group_commit)."""
+    if not cited:
         return None
-    column = col(Message.fleet_msgid) if side == FLEET else col(Message.partner_msgid)
+    known_by = col(Message.fleet_msgid) if author == FLEET else col(Message.partner_msgid)
+    shown_as = col(Message.fleet_msgid) if reader == FLEET else col(Message.partner_msgid)
     query = (
-        select(Message)
-        .where(Message.ticket_id == ticket_id, column.in_(list(msgids)))
+        select(shown_as)
+        .where(col(Message.ticket_id) == ticket_id, known_by.in_(list(cited)))
         .order_by(col(Message.id).desc())
+        .limit(1)
     )
-    return (await session.exec(query)).first()
+    found: str | None = (await (await connection_of(session)).execute(query)).scalar()
+    return found
 
 
 def touch(session: AsyncSession, ticket: Ticket) -> None:

@@ -173,25 +173,24 @@ def through_the_orm(body: str, *, load: bool = False) -> Work:
 
 
 @pytest.mark.parametrize("load", [False, True], ids=["adds", "loads"])
-async def test_a_unit_declared_sql_only_that_uses_the_orm_fails_its_transaction(
-    engine: AsyncEngine, load: bool
+async def test_a_unit_declared_sql_only_that_uses_the_orm_runs_again_as_an_orm_unit(
+    engine: AsyncEngine, load: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A plain SQL savepoint cannot make the session forget entities a rollback undid (a
-    later flush would write them): a unit declared orm=False that adds or loads entities
-    is a bug, and nothing of its transaction commits. Declared as an ORM unit, the same
-    work commits."""
+    """A plain SQL savepoint cannot make the session forget entities a rollback to it
+    undid (a later flush would write them): a unit declared orm=False that adds or loads
+    entities is a bug. Its transaction is not committed; the whole batch runs again, that
+    unit with the session's own savepoint, and a warning names it."""
     commits = GroupCommit(make_sessions(engine), max_units=8)
     waiting = await queued(
         commits, adding("sql"), through_the_orm("orm", load=load), adding("after"), orm=False
     )
     await waiting.release()
-    for task in waiting.units:
-        with pytest.raises(TypeError, match="orm=False"):
-            await task
-    assert list(commits.last_sizes) == [1]  # the first unit's; the group's never committed
-    assert await stored(engine) == ["first"]
-    assert await commits.run(through_the_orm("added")) == "added"
-    assert await stored(engine) == ["added", "first"]
+    assert await asyncio.gather(*waiting.units) == ["sql", "orm", "after"]
+    assert list(commits.last_sizes) == [1, 3]  # the first unit's, then the batch's rerun
+    expected = ["after", "first", "sql"] if load else ["after", "first", "orm", "sql"]
+    assert await stored(engine) == expected
+    warned = [r.getMessage() for r in caplog.records if r.name == "storage.group_commit"]
+    assert len(warned) == 1 and "declared orm=False" in warned[0], warned
 
 
 async def test_a_failed_commit_fails_every_unit_of_it_and_stores_none(
@@ -514,3 +513,40 @@ async def test_order_sessions_opened_together_share_a_commit_and_open_one_ticket
         assert sorted(r.status_code for r in responses) == [200, 200, 201]
         assert len({r.json()["ticketId"] for r in responses}) == 1
         assert 3 in live.relay.commits.last_sizes
+
+
+async def test_threaded_replies_arriving_together_share_a_commit_and_stay_threaded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replies citing an earlier message (In-Reply-To) run SQL only too: grouped, each is
+    answered 250 and forwarded answering the cited message by the ID the partner knows it
+    by, and no unit had to run again."""
+    database = tmp_path / "relay.db"
+    async with live_relay(f"sqlite+aiosqlite:///{database}", None) as live:
+        _, _, alias = await live.fleet_ticket()
+
+        async def send(text: str, cites: str | None = None) -> tuple[str, str]:
+            mail = reply_mail(FLEET_INBOX, alias, text, cites=cites)
+            async with aiosmtplib.SMTP(hostname="127.0.0.1", port=live.smtp_port) as smtp:
+                _, reply = await smtp.sendmail(FLEET_INBOX, [alias], mail.as_bytes())
+                return reply, str(mail["Message-ID"])
+
+        reply, cited = await send("the umbrella is at the depot")
+        assert reply.startswith("2.0.0")
+        [earlier] = await live.sink.handler.wait_for(PARTNER_INBOX)
+        answered = str(earlier.message["Message-ID"])  # the partner's ID for that reply
+        blocker = sqlite3.connect(database, timeout=5)
+        blocker.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(send("first", cited))
+        await queue_reaches(live.relay.commits, running=1, waiting=0)
+        group = [asyncio.create_task(send(f"grouped {i}", cited)) for i in range(3)]
+        await queue_reaches(live.relay.commits, running=1, waiting=3)
+        blocker.rollback()
+        blocker.close()
+        replies = [await first, *(await asyncio.gather(*group))]
+        assert all(r.startswith("2.0.0") for r, _ in replies), replies
+        forwarded = (await live.sink.handler.wait_for(PARTNER_INBOX, 5))[1:]
+        # Each answers the cited reply, not merely the latest message of the ticket.
+        assert [str(m.message["In-Reply-To"]) for m in forwarded] == [answered] * 4
+        assert 3 in live.relay.commits.last_sizes
+    assert not [r for r in caplog.records if "declared orm=False" in r.getMessage()]
