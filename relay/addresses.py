@@ -37,9 +37,13 @@ _PLAIN_FROM = re.compile(_MAILBOX)
 # To and Cc: such mailboxes separated by commas.
 _PLAIN_LIST = re.compile(rf"{_MAILBOX}(?:,{_MAILBOX.replace('?P<', '?P<more_')})*")
 _BLANKS = re.compile(r"[ \t]+")
+# The email package decodes an RFC 2047 encoded word wherever an atom may stand, in an
+# address's local part or domain too: text holding one takes the full path.
+_ENCODED_WORD = "=?"
 # MAIL FROM / RCPT TO's <address> in the same narrow grammar, then the parameters; a
-# comment after the address (RFC 5322 CFWS, which the full parser skips) takes the full path.
-_PLAIN_ENVELOPE = re.compile(rf"[ \t]*<({_DOT_ATOM}@{_DOT_ATOM})>[ \t]*(?![ \t(])(.*)", re.DOTALL)
+# comment after the address (RFC 5322 CFWS, which the full parser skips), or whitespace
+# other than spaces and tabs before the parameters, takes the full path.
+_PLAIN_ENVELOPE = re.compile(rf"[ \t]*<({_DOT_ATOM}@{_DOT_ATOM})>[ \t]*(?![\s(])(.*)", re.DOTALL)
 # The modern parser's header classes; a registry is only a name → class map, shared safely.
 _HEADERS = HeaderRegistry()
 
@@ -60,7 +64,7 @@ def plain_envelope_address(arg: str) -> tuple[str, str] | None:
     """(address, parameters) of a MAIL FROM / RCPT TO argument of the plain form
     `<local@domain> PARAMS`, exactly as email's get_angle_addr reads it; None for any
     other form, which the caller parses in full."""
-    plain = _PLAIN_ENVELOPE.fullmatch(arg)
+    plain = None if _ENCODED_WORD in arg else _PLAIN_ENVELOPE.fullmatch(arg)
     return None if plain is None else (plain[1], plain[2])
 
 
@@ -69,7 +73,7 @@ def plain_addresses(values: list[str]) -> list[str] | None:
     email.utils.getaddresses reads them; None if any does not, for the caller to parse."""
     found: list[str] = []
     for value in values:
-        if _PLAIN_LIST.fullmatch(value) is None:
+        if _ENCODED_WORD in value or _PLAIN_LIST.fullmatch(value) is None:
             return None
         # Consecutive matches: the full match above leaves only commas between them.
         found += [m["angled"] or m["bare"] for m in _PLAIN_FROM.finditer(value)]
@@ -116,7 +120,7 @@ def read_from_header(header_value: str) -> FromHeader:
     (CVE-2023-27043). We ask both the modern and the legacy parser and refuse the header if
     they do not agree, then validate the result strictly.
     """
-    plain = _PLAIN_FROM.fullmatch(header_value)
+    plain = None if _ENCODED_WORD in header_value else _PLAIN_FROM.fullmatch(header_value)
     if plain is not None:  # about 20 µs where the two parsers take about 250
         return _plain_from(plain)
     return parse_from_header(header_value)

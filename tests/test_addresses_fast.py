@@ -29,13 +29,16 @@ _TRICKY = '.@,;:<>()[]"\\ \t=?é\x00'
 _atoms = st.text(alphabet=_ATEXT, min_size=1, max_size=6)
 _dot_atoms = st.lists(_atoms, min_size=1, max_size=3).map(".".join)
 _sloppy = st.text(alphabet=_ATEXT + _TRICKY, min_size=0, max_size=8)
-_local = st.one_of(_dot_atoms, _sloppy)
+# The email package decodes an encoded word even as an address's local part or domain.
+_encoded = st.sampled_from(["=?utf-8?q?bob?=", "=?us-ascii?q?ceo?=", "=?utf-8?b?Ym9i?="])
+_local = st.one_of(_dot_atoms, _sloppy, _encoded)
 _domain = st.one_of(
     st.lists(st.text(alphabet="abc-09", min_size=1, max_size=5), min_size=1, max_size=3).map(
         ".".join
     ),
     _sloppy,
     st.just("[192.0.2.1]"),
+    _encoded,
 )
 _address = st.builds(lambda local, domain: f"{local}@{domain}", _local, _domain)
 _blank = st.text(alphabet=" \t", max_size=2)
@@ -68,6 +71,8 @@ _header = st.one_of(
 @example('"=?utf-8?q?J=C3=A9?=" <a@b.example>')
 @example("John Q. Public <a@b.example>")
 @example("John   Smith\t <js@example.com>")
+@example("=?utf-8?q?x?=@b.example")
+@example("Bob <=?us-ascii?q?ceo?=@b.example>")
 def test_from_header_shortcut_reads_what_both_parsers_read(header: str) -> None:
     assert read_from_header(header) == parse_from_header(header)
 
@@ -94,6 +99,7 @@ def _full_recipients(values: list[str]) -> list[str]:
 @given(st.lists(_header, min_size=1, max_size=2))
 @example(['A <a@b.example>, "x, y" <c@d.example>', "e@f.example"])
 @example(['"a,b@c" <d@e.example>'])
+@example(["=?utf-8?q?bob?=@x.example"])
 def test_recipients_shortcut_reads_what_the_full_path_reads(values: list[str]) -> None:
     plain = plain_addresses(values)
     if plain is not None:
@@ -108,7 +114,20 @@ def test_the_usual_recipient_headers_take_the_shortcut() -> None:
     assert plain_addresses(["undisclosed-recipients:;"]) is None
 
 
-_params = st.sampled_from(["", " SIZE=2048", "  BODY=8BITMIME SMTPUTF8", "x", " (c) x", "(c)"])
+_params = st.sampled_from(
+    [
+        "",
+        " SIZE=2048",
+        "  BODY=8BITMIME SMTPUTF8",
+        "x",
+        " (c) x",
+        "(c)",
+        " \rSIZE=1",
+        "\x0bSIZE=1",
+        " \xa0SIZE=1",
+        "\t \x0c(c) SIZE=1",
+    ]
+)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -116,6 +135,8 @@ _params = st.sampled_from(["", " SIZE=2048", "  BODY=8BITMIME SMTPUTF8", "x", " 
 @example("<t-abc@relay.example> SIZE=2048")
 @example("<a@b.example>  (comment) SIZE=1")
 @example("<a..b@c.example>")
+@example("<=?utf-8?q?t-abc?=@relay.example>")
+@example("<a@b.example> \rSIZE=1")
 def test_envelope_shortcut_reads_what_get_angle_addr_reads(arg: str) -> None:
     plain = plain_envelope_address(arg)
     if plain is None:
