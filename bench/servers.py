@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import time
 from email import policy
 from email.parser import BytesHeaderParser, BytesParser
@@ -186,10 +187,21 @@ class Forward:
 
 
 async def _forward(queue: asyncio.Queue[Received], port: int) -> None:
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port) as client:
+    """One sender: forwards what is queued over one kept-open connection, opening a new one
+    (and sending the message again) should the sink drop it, so none goes missing."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+    while True:
+        mail_from, rcpt_tos, raw = await queue.get()
         while True:
-            mail_from, rcpt_tos, raw = await queue.get()
-            await client.sendmail(mail_from, rcpt_tos, raw)
+            try:
+                if not client.is_connected:
+                    await client.connect()
+                await client.sendmail(mail_from, rcpt_tos, raw)
+                break
+            except (aiosmtplib.SMTPException, OSError) as error:
+                print(f"floor: forwarding again after {error!r}", file=sys.stderr, flush=True)
+                client.close()
+                await asyncio.sleep(0.1)
 
 
 async def _serve(handler: object, port: int, size_limit: int) -> None:

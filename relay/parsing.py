@@ -194,9 +194,9 @@ def _files(
 def _raw_headers(msg: Message, names: frozenset[str]) -> dict[str, list[str]]:
     """The values of the fields `names` (lower-cased) exactly as sent, unfolded.
 
-    For From and Message-ID: policy.default would parse each into a structured header
-    (the From header alone: about 0.2 ms) to render it back into a string that is then
-    parsed again (From, strictly) or searched for an ID."""
+    For From, Message-ID, To and Cc: policy.default would parse each into a structured
+    header (the From header alone: about 0.2 ms) to render it back into a string that is
+    then parsed again (From strictly, To and Cc leniently) or searched for an ID."""
     found: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
         if (key := name.lower()) in names:

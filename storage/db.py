@@ -174,9 +174,10 @@ def make_sessions(engine: AsyncEngine) -> SessionFactory:
 
 def make_read_sessions(engine: AsyncEngine) -> SessionFactory:
     """Sessions for code that only reads. On SQLite they begin no transaction (each
-    statement reads the last commit), so lookups (an API key, an alias at RCPT, a history
-    page) never queue behind writers for the write lock; writing through one is a bug. On
-    PostgreSQL they are plain sessions."""
+    statement reads the last commit), so reads (a history page, a ticket) never queue
+    behind writers for the write lock; writing through one is a bug. On PostgreSQL they are
+    plain sessions. (The keyed lookups every message and request makes, an alias at RCPT
+    and an API key, take no session at all: storage.direct's `Prepared.read`.)"""
     return async_sessionmaker(
         engine.execution_options(**{READ_ONLY: True}),
         class_=AsyncSession,

@@ -9,14 +9,16 @@ connection 11 µs; 3 000 runs each, uvloop). A relayed reply ran fourteen such s
 A `Prepared` statement is compiled by SQLAlchemy, once per dialect and parameter shape:
 the same SQL, the same bind casts, the dialect's own bind and result processors for every
 type. Only the execution is done here, on the DB-API connection the session's transaction
-holds (storage.db.connection_of), so a statement is in that transaction as before.
+holds (storage.db.connection_of), so a statement is in that transaction as before; or, for a
+keyed read outside any transaction (`Prepared.read`), on a pooled connection of its own.
 
 Kept as with SQLAlchemy's execution: driver errors arrive as SQLAlchemy's exceptions (an
 `IntegrityError` stays one), and the engine's `before_cursor_execute` listeners see each
-statement. Not kept: `echo` logging, and SQLAlchemy's disconnect handling on a failed
-statement (a PostgreSQL connection the server closed is replaced at its next checkout,
-storage.db). Statements with expanding IN lists, or with column defaults SQLAlchemy
-computes in Python, are refused when compiled: they stay on `connection.execute`.
+statement (with None for the connection, for a `Prepared.read`). Not kept: `echo` logging,
+and SQLAlchemy's disconnect handling on a failed statement (a PostgreSQL connection the
+server closed is replaced at its next checkout, storage.db). Statements with expanding IN
+lists, or with column defaults SQLAlchemy computes in Python, are refused when compiled:
+they stay on `connection.execute`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, Select
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -97,7 +99,7 @@ class Rows:
 
 class Prepared:
     """A Core statement built once, run on the driver's connection of a session's
-    transaction.
+    transaction (`rows`, `many`), or alone outside any (`read`, a SELECT only).
 
     `by_keys`: the statement's columns come from the parameters' names, as for
     `insert(table)` or `update(table).where(…)` without `.values()`; it is compiled once per
@@ -183,6 +185,9 @@ class Prepared:
         make it wait (storage.sqlite_driver); on PostgreSQL it runs without BEGIN and
         ROLLBACK, one round trip instead of three. One statement reads one snapshot
         either way."""
+        if not isinstance(self.statement, Select):
+            # Outside a transaction a write would commit on its own, past SQLite's write turns.
+            raise TypeError("only a SELECT can be read outside a transaction")
         params = params or {}
         pooled = await engine.raw_connection()
         try:
@@ -198,8 +203,7 @@ class Prepared:
                 if dialect.name == "sqlite":
                     raw: list[Any] = await adapted.read_at_once(plan.sql, arguments)
                 else:
-                    async with adapted._execute_mutex:
-                        raw = await adapted._connection.fetch(plan.sql, *arguments)
+                    raw = await _run_asyncpg(adapted, plan.sql, arguments, False, begin=False)
             except Exception as error:
                 raise _translated(dialect, adapted, plan.sql, arguments, error) from error
             return Rows(plan.keys, [plan.row(r) for r in raw])
@@ -238,12 +242,14 @@ async def _run(
         raise _translated(connection.dialect, adapted, sql, arguments, error) from error
 
 
-async def _run_asyncpg(adapted: Any, sql: str, arguments: Any, many: bool) -> list[Any]:
+async def _run_asyncpg(
+    adapted: Any, sql: str, arguments: Any, many: bool, *, begin: bool = True
+) -> list[Any]:
     """What SQLAlchemy's asyncpg cursor does for a statement, minus the cursor: take the
-    connection's turn, begin the transaction the adapter begins lazily, run. asyncpg
-    prepares and caches the statement itself."""
+    connection's turn, begin the transaction the adapter begins lazily (unless `begin` is
+    false: a lone read), run. asyncpg prepares and caches the statement itself."""
     async with adapted._execute_mutex:
-        if adapted._transaction is None:
+        if begin and adapted._transaction is None:
             await adapted._start_transaction()  # nothing, in autocommit
         driver = adapted._connection
         if many:

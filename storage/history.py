@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import BindParameter, and_, bindparam, exists, func, or_
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, exists, func, or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -134,23 +134,23 @@ OPEN_STATUSES = ("open", "processing")
 _TICKETS = Ticket.__table__  # type: ignore[attr-defined]
 _PARTNER: BindParameter[int] = bindparam("partner_id")
 _TRIP: BindParameter[str] = bindparam("trip_id")
+
+
+def _open() -> ColumnElement[bool]:
+    # Equalities, not `!= 'closed'`: each open status is an index range of its own.
+    return or_(*(_TICKETS.c.status == status for status in OPEN_STATUSES))
+
+
 _OPEN_COUNTS = Prepared(
     select(
         # The trip's few tickets, through ix_ticket_trip_id. A trip is one partner's (its
         # tickets are opened through that partner's own trip id), so its tickets are the
         # partner's: naming the partner here too let SQLite walk the partner's index instead.
-        select(func.count())
-        .where(_TICKETS.c.trip_id == _TRIP, _TICKETS.c.status != "closed")
-        .scalar_subquery(),
+        select(func.count()).where(_TICKETS.c.trip_id == _TRIP, _open()).scalar_subquery(),
         # The partner's open tickets only, counted in ix_ticket_partner_status_created alone:
         # one index range per open status. One pass over all the partner's tickets reading
         # each one's trip (as before) cost a table row per ticket, closed ones included.
-        select(func.count())
-        .where(
-            _TICKETS.c.partner_id == _PARTNER,
-            or_(*(_TICKETS.c.status == status for status in OPEN_STATUSES)),
-        )
-        .scalar_subquery(),
+        select(func.count()).where(_TICKETS.c.partner_id == _PARTNER, _open()).scalar_subquery(),
     )
 )
 
@@ -159,7 +159,9 @@ async def open_ticket_counts(
     session: AsyncSession, partner_id: int, trip_id: str
 ) -> tuple[int, int]:
     """(open tickets of this partner on this trip, open tickets of this partner overall),
-    in one statement whose cost grows with the partner's open tickets, not its history."""
+    in one statement whose cost grows with the partner's open tickets, not its history.
+    Run directly (storage.direct), so without the session's autoflush: the tickets it
+    counts are written by Core statements, never left pending in the session."""
     found = await _OPEN_COUNTS.rows(session, {"partner_id": partner_id, "trip_id": trip_id})
     trip_count, partner_count = found.one()
     return int(trip_count), int(partner_count)

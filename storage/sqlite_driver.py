@@ -9,11 +9,12 @@ microseconds of SQLite work per statement, the hand-offs were most of a statemen
 The cursor here runs execute, fetch-all and close as one function and keeps what it returns
 (description, rowcount, lastrowid, rows), and a rollback with no transaction open costs no
 trip. Only what may wait or take long goes to the thread: COMMIT (fsync), a real rollback,
-statements outside a write transaction (a reader's query may be long), BEGIN IMMEDIATE when
-another process holds the write lock, and, inside a write transaction, a statement binding
-a value over INLINE_MAX_VALUE or marked OFF_LOOP (a delivery round's claim, a purge). BEGIN
-when the lock is free, and the other statements between BEGIN and COMMIT, which cannot wait
-in WAL mode, run in the event loop's thread: +22 % relayed messages per second (2 KB x 20,
+statements outside a write transaction (a reader's query may be long) but for the keyed
+lookups of storage.direct's `Prepared.read`, BEGIN IMMEDIATE or such a lookup when SQLite
+says it would wait, and, inside a write transaction, a statement binding a value over
+INLINE_MAX_VALUE or marked OFF_LOOP (a delivery round's claim, a purge). BEGIN when the
+lock is free, and the other statements between BEGIN and COMMIT, which cannot wait in WAL
+mode, run in the event loop's thread: +22 % relayed messages per second (2 KB x 20,
 108 → 133 msg/s, same run). Everything
 else is SQLAlchemy's dialect unchanged. `storage.db.make_engine` selects it for
 `sqlite+aiosqlite` URLs; users still write that URL.
@@ -75,8 +76,8 @@ def _execute_many(conn: sqlite3.Connection, operation: str, parameters: Any) -> 
 def _unless_busy(conn: sqlite3.Connection, operation: str, parameters: Any) -> _Outcome | None:
     """The statement if it need not wait now; None, having waited for nothing, when SQLite
     says busy (the caller then waits in the driver's thread). BEGIN IMMEDIATE is busy while
-    another connection holds the write lock; a read in WAL mode only while a connection
-    recovers the WAL after a crash."""
+    another connection holds the write lock; a read in WAL mode only in passing, while a
+    connection recovers the WAL after a crash or the last one to close cleans it up."""
     conn.execute("PRAGMA busy_timeout=0")
     try:
         return _execute(conn, operation, parameters)
