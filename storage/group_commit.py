@@ -204,10 +204,16 @@ async def _in_savepoint(session: AsyncSession, unit: _Unit[Any]) -> _Outcome:
     except Exception as error:
         return _Outcome(unit, error=error)
     except asyncio.CancelledError as error:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # the leader itself is cancelled (shutdown)
+        if _leader_cancelled():
+            raise  # shutdown: the transaction rolls back
         return _Outcome(unit, error=error)  # something the unit awaited was cancelled
+
+
+def _leader_cancelled() -> bool:
+    """Whether the leader running the units is itself cancelled (shutdown), as opposed to
+    something one unit awaited."""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
 
 
 # One name serves every SQL-only unit: their savepoints follow each other, never nest.
@@ -237,15 +243,13 @@ async def _in_sql_savepoint(session: AsyncSession, unit: _Unit[Any]) -> _Outcome
     await _SAVEPOINT.rows(session)
     try:
         result = await unit.work(session)
-    except Exception as error:
+    except (Exception, asyncio.CancelledError) as error:
+        if isinstance(error, asyncio.CancelledError) and _leader_cancelled():
+            raise  # shutdown: the transaction rolls back
         _require_sql_only(session, unit, orm_work)
-        return await _undone(session, _Outcome(unit, error=error))
-    except asyncio.CancelledError as error:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # the leader itself is cancelled (shutdown): the transaction rolls back
-        _require_sql_only(session, unit, orm_work)
-        return await _undone(session, _Outcome(unit, error=error))
+        await _ROLLBACK_TO.rows(session)
+        await _RELEASE.rows(session)
+        return _Outcome(unit, error=error)
     _require_sql_only(session, unit, orm_work)
     await _RELEASE.rows(session)
     return _Outcome(unit, result)
@@ -267,12 +271,6 @@ def _require_sql_only(session: AsyncSession, unit: _Unit[Any], orm_work: int) ->
         raise _OrmUsed(unit, "left changes in the session")
     if session.info.get(_ORM_WORK, 0) != orm_work:
         raise _OrmUsed(unit, "loaded or flushed entities")
-
-
-async def _undone(session: AsyncSession, failed: _Outcome) -> _Outcome:
-    await _ROLLBACK_TO.rows(session)
-    await _RELEASE.rows(session)
-    return failed
 
 
 def _worth_retrying(error: BaseException | None, unit: _Unit[Any]) -> bool:
