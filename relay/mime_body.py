@@ -34,6 +34,8 @@ _QUOTABLE = re.compile(r"[ !#-\[\]-~]*\Z")  # printable ASCII but '"' and "\\"
 _ATTRIBUTE_SAFE = "!#$&+-.^_`|~"
 _SEGMENT = 60  # characters of an encoded file name per line (continuations)
 _QP_LINE = 76
+_MAX_7BIT_LINE = 78
+_7BIT_BYTES = b"\t\n" + bytes(range(0x20, 0x7F))
 
 
 def mime_body(text: str, html: str, files: Sequence[FilePart] = ()) -> bytes:
@@ -55,17 +57,40 @@ def _entity(headers: Sequence[str], body: bytes) -> bytes:
 
 
 def _text(subtype: str, content: str) -> bytes:
-    lines = content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    # Quoted-printable, trailing spaces encoded; then CRLF line ends.
-    encoded = binascii.b2a_qp(lines, quotetabs=False, istext=True, header=False)
-    body = b"".join(line + CRLF for line in _qp_lines(encoded.split(b"\n")))
+    data = content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    if _is_7bit(data):
+        # As Python's own contentmanager does: short printable ASCII travels as it is.
+        cte, body = "7bit", data.replace(b"\n", CRLF)
+    else:
+        # Quoted-printable, trailing spaces encoded.
+        cte, body = "quoted-printable", _quoted_printable(data)
+    if body and not body.endswith(CRLF):
+        body += CRLF
     return _entity(
-        [
-            f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: quoted-printable",
-        ],
+        [f'Content-Type: text/{subtype}; charset="utf-8"', f"Content-Transfer-Encoding: {cte}"],
         body,
     )
+
+
+def _is_7bit(data: bytes) -> bool:
+    """Printable ASCII (and tabs), lines of at most 78 (RFC 5322 2.1.1's SHOULD), and no
+    space or tab ending a line, which some transports strip and quoted-printable keeps."""
+    return (
+        not data.translate(None, _7BIT_BYTES)
+        and not data.endswith((b" ", b"\t"))
+        and b" \n" not in data
+        and b"\t\n" not in data
+        and max(map(len, data.split(b"\n"))) <= _MAX_7BIT_LINE
+    )
+
+
+def _quoted_printable(data: bytes) -> bytes:
+    encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+    lines = encoded.split(b"\n")
+    if max(map(len, lines)) <= _QP_LINE:
+        # Nearly always: b2a_qp kept every line short, so only the line ends change.
+        return encoded.replace(b"\n", CRLF)
+    return b"".join(line + CRLF for line in _qp_lines(lines))
 
 
 def _qp_lines(lines: Sequence[bytes]) -> list[bytes]:

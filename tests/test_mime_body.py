@@ -62,12 +62,34 @@ def test_text_and_html_read_back_exactly(text: str) -> None:
     assert lines(plain.get_content()) == normal.rstrip("\n")
     assert rich.get_content_type() == "text/html"
     assert lines(rich.get_content()) == html.replace("\r\n", "\n").replace("\r", "\n")
-    # RFC 2045 6.7: quoted-printable lines of at most 76; headers within RFC 5322's 78.
-    head_end = body.index(b"quoted-printable\r\n\r\n")
+    # Headers within RFC 5322's 78; quoted-printable lines of at most 76 (RFC 2045 6.7),
+    # 7bit ones of at most 78.
+    head_end = body.index(b"Content-Transfer-Encoding: ")
     assert all(len(line) <= 78 for line in body[:head_end].split(b"\r\n"))
-    for part in body.split(b"quoted-printable\r\n\r\n")[1:]:
-        text_lines = part.split(b"\r\n--")[0].split(b"\r\n")
-        assert all(len(line) <= 76 for line in text_lines), max(text_lines, key=len)
+    for cte, limit in ((b"quoted-printable", 76), (b"7bit", 78)):
+        for part in body.split(b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n")[1:]:
+            text_lines = part.split(b"\r\n--")[0].split(b"\r\n")
+            assert all(len(line) <= limit for line in text_lines), max(text_lines, key=len)
+
+
+@pytest.mark.parametrize(
+    ("text", "cte"),
+    [
+        ("Plain words.\nTwo lines, tab\tinside.", "7bit"),
+        ("x" * 78 + "\n" + "y" * 78, "7bit"),
+        ("", "7bit"),
+        ("x" * 79, "quoted-printable"),  # longer than RFC 5322's 78
+        ("Grüße", "quoted-printable"),  # not ASCII
+        ("bell\x07", "quoted-printable"),  # a control character
+        ("trailing space \nnext", "quoted-printable"),  # transports may strip it
+        ("trailing tab\t", "quoted-printable"),
+    ],
+)
+def test_short_printable_ascii_travels_as_7bit(text: str, cte: str) -> None:
+    msg = read(mime_body(text, "<p>x</p>"))
+    plain, _ = msg.iter_parts()
+    assert plain["Content-Transfer-Encoding"] == cte
+    assert lines(plain.get_content()) == text
 
 
 def test_files_take_their_places_in_the_tree() -> None:
