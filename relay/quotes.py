@@ -99,6 +99,21 @@ _MOBILE_SIGNATURE = re.compile(
     _I | re.VERBOSE,
 )
 
+# A necessary condition for any line not to be the person's own text, checked on the whole
+# text at once: it starts (after blanks) like a quote, a dashed marker or rule, an Outlook
+# "From:" or a phone signature, or it ends with ":" (every attribution and forward intro
+# does; a rule of underscores counts only before a "From:" line). Text without such a line
+# is all new text, and split_reply skips reading it line by line (~1.5 µs a line, 2 ms on
+# 100 KB). Keep it in step with the patterns above: test_quotes compares both readings on
+# text made of their words.
+_MAYBE_MARKER_START = re.compile(
+    r"\n[^\S\n]*(?:[>*]|--|(?:from|von|de|van|da)\*?[ \t\u00a0]{0,3}:"
+    r"|sent|get|von|gesendet|holen|envoy|obtenir|enviado|obtener|obter|verzonden|verstuurd"
+    r"|outlook|inviato|scarica)",
+    _I,
+)
+_MAYBE_MARKER_END = re.compile(r":[^\S\n]*(?:\n|\Z)")
+
 
 @dataclass(frozen=True)
 class ReplyText:
@@ -128,6 +143,14 @@ def split_reply(text: str) -> ReplyText:
     prose reliably, and forwarding a name too many is the safer mistake than cutting an answer.
     """
     lines = text.splitlines()
+    joined = "\n".join(lines)
+    if not _MAYBE_MARKER_END.search(joined) and not _MAYBE_MARKER_START.search("\n" + joined):
+        return ReplyText(joined.strip(), "")
+    return _split_lines(text, lines)
+
+
+def _split_lines(text: str, lines: list[str]) -> ReplyText:
+    """split_reply's reading of each line, which the whole-text check above may spare."""
     kinds = _classify(lines)
     content = [i for i, kind in enumerate(kinds) if kind is _Kind.CONTENT]
     if not content:

@@ -6,8 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from relay.quotes import ReplyText, split_reply
+from relay.quotes import ReplyText, _split_lines, split_reply
 
 CORPUS = Path(__file__).parent / "corpus" / "replies"
 EXPECTED_SUFFIX = ".expected.txt"
@@ -163,3 +165,111 @@ def test_wrapped_attribution_is_recognised() -> None:
 def test_hostile_input_returns(body: str) -> None:
     result = split_reply(body)
     assert tokens(result.new, result.quoted) == tokens(body)
+
+
+# Words of every marker split_reply knows, so that generated text reaches each of them.
+MARKER_WORDS = [
+    ">",
+    "> quoted",
+    "--",
+    "-- ",
+    "-----Original Message-----",
+    "---------- Forwarded message ---------",
+    "Begin forwarded message:",
+    "____________________",
+    "From: Dispatch",
+    "*From:* Dispatch",
+    "FROM*:",
+    "Von: a",
+    "De : b",
+    "Da: c",
+    "Van: d",
+    "Sent: Monday",
+    "Date: today",
+    "Data: oggi",
+    "Subject: Trip",
+    "Betreff: Fahrt",
+    "On Mon, 1 Jan 2024, Dispatch <d@fleet.example> wrote:",
+    "On Monday the driver",
+    "wrote:",
+    "Am 01.01.2024 schrieb Dispatch:",
+    "Le 1 janv. 2024, Dispatch a écrit :",
+    "El lun, Dispatch escribió:",
+    "Op 1 jan. 2024 heeft Dispatch het volgende geschreven:",
+    "Em 1 de jan, Dispatch escreveu:",
+    "Il giorno 1 gen, Dispatch ha scritto:",
+    "Sent from my iPhone",
+    "Sent with Proton Mail",
+    "Get Outlook for iOS",
+    "Von meinem iPhone gesendet",
+    "Gesendet von Mail für Windows",
+    "Holen Sie sich Outlook für iOS",
+    "Envoyé de mon iPhone",
+    "Obtenir Outlook pour Android",
+    "Enviado desde mi iPhone",
+    "Enviado do meu iPhone",
+    "Obtener Outlook para iOS",
+    "Obter o Outlook para Android",
+    "Verzonden vanaf mijn iPhone",
+    "Verstuurd met Outlook",
+    "Outlook voor iOS downloaden",
+    "Inviato da iPhone",
+    "Scarica Outlook per Android",
+    "ſent from my iPhone",  # re's IGNORECASE folds U+017F to "s"
+    # Whole blocks, which only count together.
+    "From: A\nSent: B\nTo: C\nSubject: D",
+    "*From:* A\n*Date:* B\n*Subject:* C",
+    " *From:* A\n*Sent:* B\n*Subject:* C",
+    "Von: A\nGesendet: B\nBetreff: C",
+    "__________\nDe : A\nEnvoyé : B\nObjet : C",
+    "On Mon, A <a@b.example> wrote:\n> x",
+    "Dispatch wrote:\n> x",
+    "Da: A\nInviato: B\nOggetto: C",
+    "Da: A\nData: B\nOggetto: C",
+    "Van: A\nVerzonden: B\nOnderwerp: C",
+    "De: A\nEnviado el: B\nAsunto: C",
+]
+# Blanks the split treats differently: str.strip's, splitlines' and the " \t" of quotes.
+ODD_BLANKS = " \t\u00a0\u2028\x1c\x0b\r\n"
+
+
+PLAIN_LINES = ["Hello,", "The driver waited 10 minutes.", "Thanks", "", "Trip 1001", "On time"]
+
+
+@st.composite
+def reply_like_text(draw: st.DrawFn) -> str:
+    """Plain lines with at most two marker lines among them: a marker among many others
+    would send both readings down the same line-by-line path."""
+    lines = draw(st.lists(st.sampled_from(PLAIN_LINES) | st.text(max_size=20), max_size=8))
+    for marker in draw(st.lists(st.sampled_from(MARKER_WORDS), max_size=2)):
+        lines.insert(draw(st.integers(0, len(lines))), marker)
+    dressed = [
+        draw(st.text(alphabet=ODD_BLANKS, max_size=2))
+        + line
+        + draw(st.text(alphabet=ODD_BLANKS + ":x", max_size=2))
+        for line in lines
+    ]
+    return draw(st.sampled_from(["\n", "\r\n", "\r"])).join(dressed)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(reply_like_text())
+def test_the_whole_text_check_never_skips_a_marker(text: str) -> None:
+    # split_reply skips the line-by-line reading when no line may be a marker: both
+    # readings must agree on any text.
+    assert split_reply(text) == _split_lines(text, text.splitlines())
+
+
+def test_each_marker_alone_in_plain_text_takes_the_same_reading() -> None:
+    # Every marker word in every place, as the single one in otherwise plain text: the case
+    # where a gap in the whole-text check would show, which random text reaches only by luck.
+    checked = 0
+    for marker in MARKER_WORDS:
+        for lead, tail in (("", ""), (" ", " "), ("\u00a0", "\t")):
+            line = lead + marker + tail
+            for lines in ([line, "Hello"], ["Hello", line], ["Hello", line, "Thanks"]):
+                for eol in ("\n", "\r\n"):
+                    text = eol.join(lines)
+                    assert split_reply(text) == _split_lines(text, text.splitlines()), text
+                    checked += 1
+    assert checked == len(MARKER_WORDS) * 3 * 3 * 2
