@@ -75,12 +75,13 @@ def _text(subtype: str, content: str) -> bytes:
 def _is_7bit(data: bytes) -> bool:
     """Printable ASCII (and tabs), lines of at most 78 (RFC 5322 2.1.1's SHOULD), and no
     space or tab ending a line, which some transports strip and quoted-printable keeps."""
+    # Cheapest and likeliest to fail first: our HTML has long lines, so it stops there.
     return (
         not data.translate(None, _7BIT_BYTES)
+        and max(map(len, data.split(b"\n"))) <= _MAX_7BIT_LINE
         and not data.endswith((b" ", b"\t"))
         and b" \n" not in data
         and b"\t\n" not in data
-        and max(map(len, data.split(b"\n"))) <= _MAX_7BIT_LINE
     )
 
 
