@@ -41,6 +41,9 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Templates are read once: with reloading on, every email stat()ed each of its
+            # templates and the layout on disk. Edited templates take effect on restart.
+            auto_reload=False,
         )
         self.env.filters["when"] = _when
 
