@@ -15,7 +15,13 @@ from pydantic import ValidationError
 from api import cli_catalog, cli_trust
 from api.schemas import FleetCreate, FleetPublic, PartnerCreate, PartnerPublic
 from api.seed import demo_banner, seed_demo
-from api.server import CannotListen, running, stop_on_signal, wait_for_stop_signal
+from api.server import (
+    CannotListen,
+    freeze_startup_heap,
+    running,
+    stop_on_signal,
+    wait_for_stop_signal,
+)
 from api.supervisor import child_argv, exit_when_parent_goes, supervise
 from relay.config import MAX_PROCESSES, Role, Settings
 from relay.dkim_signing import load_signer
@@ -140,6 +146,7 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
             print(demo_banner(relay, await seed_demo(relay)), flush=True)
         else:
             print(_serving(settings, roles), flush=True)
+        freeze_startup_heap()
         await wait_for_stop_signal(stop)
     if orphan_watch is not None:
         orphan_watch.cancel()

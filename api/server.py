@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -123,6 +124,19 @@ def stop_on_signal() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def freeze_startup_heap() -> None:
+    """Move everything built at start (modules, tables, mappers, compiled statements) out of
+    the collector's reach, once the relay is serving.
+
+    A full (generation 2) collection walks every tracked object: at start that is some
+    130 000, and each full collection under load paused the event loop for 33-61 ms
+    (measured in the relay, 2 KB x 20), every SMTP connection with it: the p99 latency
+    of that case. Frozen objects are never collected: garbage made at start is collected
+    first."""
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_stop_signal(stop: asyncio.Event | None = None) -> None:
