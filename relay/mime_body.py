@@ -75,7 +75,8 @@ def _text(subtype: str, content: str) -> bytes:
 def _is_7bit(data: bytes) -> bool:
     """Printable ASCII (and tabs), lines of at most 78 (RFC 5322 2.1.1's SHOULD), and no
     space or tab ending a line, which some transports strip and quoted-printable keeps."""
-    # Cheapest and likeliest to fail first: our HTML has long lines, so it stops there.
+    # The line length before the trailing-blank searches: our HTML (long template lines)
+    # fails there, after one cheap pass.
     return (
         not data.translate(None, _7BIT_BYTES)
         and max(map(len, data.split(b"\n"))) <= _MAX_7BIT_LINE
@@ -119,7 +120,8 @@ def _multipart(subtype: str, parts: Sequence[bytes], parameter: str = "") -> byt
 
 
 def _boundary(parts: Sequence[bytes]) -> str:
-    # "=_" cannot occur in quoted-printable or base64 text; an attached email is checked.
+    # "=_" cannot occur in quoted-printable or base64 text, but can in 7bit text and an
+    # attached email: every part is checked.
     while True:
         boundary = f"=_{secrets.token_hex(16)}"
         if not any(boundary.encode("ascii") in part for part in parts):

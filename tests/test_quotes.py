@@ -150,6 +150,9 @@ def test_wrapped_attribution_is_recognised() -> None:
         ("Am " + "schrieb " * 45 + ":\n") * 5_000,
         ("From: x\n" + "Sent: y\n" * 7 + "Subject: z\n") * 20_000,
         ("--" + " " * 200 + "y" + " " * 150 + "--\n") * 10_000,
+        "\n" + " " * 1_000_000 + "x",
+        (" " * 100 + "\n") * 10_000,
+        (":" + "\u00a0" * 1_000 + "x") * 1_000,
     ],
     ids=[
         "gt-line",
@@ -160,6 +163,9 @@ def test_wrapped_attribution_is_recognised() -> None:
         "many-verbs",
         "many-headers",
         "spaced-dashes",
+        "blank-run-after-break",
+        "blank-lines",
+        "colon-then-blanks",
     ],
 )
 def test_hostile_input_returns(body: str) -> None:
