@@ -143,10 +143,12 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings, roles, migrate=not args.no_migrate, reuse_port=args.child
     ) as relay:
         if args.demo:
-            print(demo_banner(relay, await seed_demo(relay)), flush=True)
+            ready = demo_banner(relay, await seed_demo(relay))
         else:
-            print(_serving(settings, roles), flush=True)
+            ready = _serving(settings, roles)
+        # Before saying so: the start's own full collection is over once clients are told.
         freeze_startup_heap()
+        print(ready, flush=True)
         await wait_for_stop_signal(stop)
     if orphan_watch is not None:
         orphan_watch.cancel()
