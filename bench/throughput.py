@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -125,6 +126,8 @@ class Result:
     late_sends: int = 0
     cpu_share: float = math.nan  # the target's CPU seconds per wall second, while measured
     errors: list[str] = field(default_factory=list)
+    # The relay's full garbage collections while its case ran (--gc-pauses): pauses in ms.
+    gc_pauses: list[float] | None = None
 
 
 # --- measuring one target ---------------------------------------------------------------------
@@ -204,6 +207,8 @@ class Settings:
     drain_timeout: float
     py_spy: Path | None
     processes: int = 1
+    gc_pauses: bool = False  # log and report the relays' full garbage collections
+    gc_logs: Path | None = None  # where their logs go: the run's work directory
 
     @property
     def cases(self) -> list[Case]:
@@ -217,6 +222,35 @@ def relay_env(cfg: Settings) -> dict[str, str]:
         "RELAY_MAX_CONNECTIONS_PER_CLIENT": str(2 * max(cfg.connections) + 10),
         "RELAY_PROCESSES": str(cfg.processes),
     }
+
+
+GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
+
+
+def gc_probe_env(cfg: Settings, kind: str) -> dict[str, str]:
+    """With --gc-pauses: bench/gc_probe leads the relay's PYTHONPATH, and its sitecustomize
+    logs each full garbage collection to a file of this relay's own."""
+    if cfg.gc_logs is None:
+        return {}
+    path = [str(GC_PROBE), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {"PYTHONPATH": os.pathsep.join(path), "BENCH_GC_LOG": str(gc_log(cfg, kind))}
+
+
+def gc_log(cfg: Settings, kind: str) -> Path:
+    assert cfg.gc_logs is not None
+    return cfg.gc_logs / f"relay-{kind}.gc"
+
+
+def gc_pauses_between(log: Path, start: float, end: float) -> list[float]:
+    """The pauses (ms) of the full collections a relay logged between two monotonic times."""
+    if not log.exists():
+        return []
+    pauses = []
+    for line in log.read_text().splitlines():
+        at, pause = (float(field) for field in line.split())
+        if start <= at <= end:
+            pauses.append(pause)
+    return pauses
 
 
 async def start_targets(
@@ -237,9 +271,9 @@ async def start_targets(
     peer = await PostfixPeer(sink.port).start()
     stack.push_async_callback(peer.stop)
     found, notes = [ceiling, floor, Target(POSTFIX, peer.port, sink.log)], [peer.version()]
-    env = relay_env(cfg)
     for kind in cfg.databases:
         url = await stack.enter_async_context(scratch_database(kind, workdir, cfg.pg_url))
+        env = relay_env(cfg) | gc_probe_env(cfg, kind)
         relay = await RelayProcess(f"relay-{kind}", url, workdir, env).start()
         stack.push_async_callback(relay.stop)
         pool = TicketPool(relay, PER_TICKET)
@@ -287,7 +321,7 @@ async def run_case(
     cfg: Settings, smtp_source_bin: str, case: Case, all_targets: list[Target]
 ) -> list[Result]:
     results: list[Result] = []
-    started = time.monotonic()
+    started = case_began = time.monotonic()
     relays = [t for t in all_targets if t.pool is not None]
     for target in all_targets:
         await warm_up(smtp_source_bin, target, case, cfg.drain_timeout)
@@ -311,7 +345,25 @@ async def run_case(
             f"at {result.paced_at:.1f} msg/s ({time.monotonic() - started:.0f} s)",
             flush=True,
         )
+    if cfg.gc_logs is not None:
+        # Each relay's collections from this case's start: the other targets' phases
+        # leave it idle, so what it collects then is this case's garbage too.
+        ended = time.monotonic()
+        for target, result in zip(all_targets, results, strict=True):
+            if target.pool is not None:
+                kind = target.name.removeprefix("relay/")
+                result.gc_pauses = gc_pauses_between(gc_log(cfg, kind), case_began, ended)
+                print(f"  {case.label:<11} {target.name:<17} {gc_line(result.gc_pauses)}")
     return results
+
+
+def gc_line(pauses: list[float]) -> str:
+    if not pauses:
+        return "no full garbage collection"
+    return (
+        f"{len(pauses)} full garbage collections, longest {max(pauses):.1f} ms, "
+        f"{sum(pauses):.1f} ms in all"
+    )
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -439,6 +491,7 @@ async def run(cfg: Settings, keep: bool) -> int:
     smtp_source_bin = require_tool("smtp-source", INSTALL)
     require_tool("postfix", INSTALL)
     workdir = Path(tempfile.mkdtemp(prefix="relay-throughput-"))
+    cfg.gc_logs = workdir if cfg.gc_pauses else None
     results: list[Result] = []
     began = time.monotonic()
     try:
@@ -463,6 +516,9 @@ async def run(cfg: Settings, keep: bool) -> int:
             print(f"  {r.case.label} {r.target}: {error}")
     if cfg.py_spy and cfg.py_spy.exists():
         print("\n".join(summarise(cfg.py_spy)))
+    for r in results:
+        if r.gc_pauses is not None:
+            print(f"  {r.case.label} {r.target} (--gc-pauses): {gc_line(r.gc_pauses)}")
     checks, headline = verdicts(results)
     print(f"targets (elapsed {time.monotonic() - began:.0f} s):")
     print("\n".join(checks))
@@ -498,6 +554,11 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
     parser.add_argument(
         "--processes", type=int, default=1, help="relay processes (RELAY_PROCESSES), e.g. cores"
     )
+    parser.add_argument(
+        "--gc-pauses",
+        action="store_true",
+        help="log the relays' full garbage collections (bench/gc_probe) and report their pauses",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for development")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -517,6 +578,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, bool]:
         py_spy=args.py_spy.resolve() if args.py_spy else None,
         processes=args.processes,
     )
+    cfg.gc_pauses = args.gc_pauses
     return cfg, args.keep
 
 
