@@ -359,7 +359,6 @@ class _Scan:
                 # Only a delimiter can matter here: go down to the next line starting "--".
                 after = dash_lines.next(pos)
                 self._measure_lines(_longest_line(raw[pos:after]))
-                self.fresh_part = None
                 pos = after
                 continue
             eol = _EOL.search(raw, pos)
@@ -370,7 +369,9 @@ class _Scan:
 
     def _body_text_is_inert(self) -> bool:
         """Whether lines not starting with "--" would change nothing but the line measure:
-        in a body, with no blank-line-separated parts (delivery status, uncertain levels)."""
+        in a body, with no blank-line-separated parts (delivery status, uncertain levels).
+        `fresh_part` is then None already: a delimiter that sets it opens a header section,
+        and the line after it, read by `_line`, clears it."""
         return not (self.in_headers or self.delivery_status or self.loose_blanks)
 
     def _measure_lines(self, length: int) -> None:
