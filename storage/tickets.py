@@ -285,6 +285,11 @@ def claim_upload(
     session.add(attachment)
 
 
+def _msgid_column(side: str) -> Any:
+    """The column of the Message-ID `side` knows a message by."""
+    return col(Message.fleet_msgid) if side == FLEET else col(Message.partner_msgid)
+
+
 async def answered_msgid(
     session: AsyncSession, ticket_id: int, author: str, reader: str, cited: Sequence[str]
 ) -> str | None:
@@ -293,11 +298,9 @@ async def answered_msgid(
     through Core, no entity: inbound mail runs SQL only (storage.group_commit)."""
     if not cited:
         return None
-    known_by = col(Message.fleet_msgid) if author == FLEET else col(Message.partner_msgid)
-    shown_as = col(Message.fleet_msgid) if reader == FLEET else col(Message.partner_msgid)
     query = (
-        select(shown_as)
-        .where(col(Message.ticket_id) == ticket_id, known_by.in_(list(cited)))
+        select(_msgid_column(reader))
+        .where(col(Message.ticket_id) == ticket_id, _msgid_column(author).in_(list(cited)))
         .order_by(col(Message.id).desc())
         .limit(1)
     )
