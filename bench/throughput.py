@@ -95,6 +95,7 @@ class Target:
     arrivals: ArrivalLog | None  # None: the ceiling, which forwards nothing
     pid: int | None = None  # whose CPU time is measured (Postfix: none, it is many processes)
     pool: TicketPool | None = None  # a relay's tickets, to address the fleet's replies to
+    gc_log: Path | None = None  # a relay's full garbage collections (--gc-pauses)
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,6 @@ class Settings:
     py_spy: Path | None
     processes: int = 1
     gc_pauses: bool = False  # log and report the relays' full garbage collections
-    gc_logs: Path | None = None  # where their logs go: the run's work directory
 
     @property
     def cases(self) -> list[Case]:
@@ -227,18 +227,13 @@ def relay_env(cfg: Settings) -> dict[str, str]:
 GC_PROBE = Path(__file__).resolve().parent / "gc_probe"
 
 
-def gc_probe_env(cfg: Settings, kind: str) -> dict[str, str]:
-    """With --gc-pauses: bench/gc_probe leads the relay's PYTHONPATH, and its sitecustomize
-    logs each full garbage collection to a file of this relay's own."""
-    if cfg.gc_logs is None:
+def gc_probe_env(log: Path | None) -> dict[str, str]:
+    """With a log (--gc-pauses): bench/gc_probe leads the relay's PYTHONPATH, and its
+    sitecustomize logs each full garbage collection there."""
+    if log is None:
         return {}
     path = [str(GC_PROBE), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {"PYTHONPATH": os.pathsep.join(path), "BENCH_GC_LOG": str(gc_log(cfg, kind))}
-
-
-def gc_log(cfg: Settings, kind: str) -> Path:
-    assert cfg.gc_logs is not None
-    return cfg.gc_logs / f"relay-{kind}.gc"
+    return {"PYTHONPATH": os.pathsep.join(path), "BENCH_GC_LOG": str(log)}
 
 
 def gc_pauses_between(log: Path, start: float, end: float) -> list[float]:
@@ -273,11 +268,13 @@ async def start_targets(
     found, notes = [ceiling, floor, Target(POSTFIX, peer.port, sink.log)], [peer.version()]
     for kind in cfg.databases:
         url = await stack.enter_async_context(scratch_database(kind, workdir, cfg.pg_url))
-        env = relay_env(cfg) | gc_probe_env(cfg, kind)
+        gc_log = workdir / f"relay-{kind}.gc" if cfg.gc_pauses else None
+        env = relay_env(cfg) | gc_probe_env(gc_log)
         relay = await RelayProcess(f"relay-{kind}", url, workdir, env).start()
         stack.push_async_callback(relay.stop)
         pool = TicketPool(relay, PER_TICKET)
-        found.append(Target(f"relay/{kind}", relay.smtp_port, relay.sink.log, relay.pid, pool))
+        name, log = f"relay/{kind}", relay.sink.log
+        found.append(Target(name, relay.smtp_port, log, relay.pid, pool, gc_log))
         notes.append(await server_version(kind, url))
     return found, notes
 
@@ -345,15 +342,13 @@ async def run_case(
             f"at {result.paced_at:.1f} msg/s ({time.monotonic() - started:.0f} s)",
             flush=True,
         )
-    if cfg.gc_logs is not None:
-        # Each relay's collections from this case's start: the other targets' phases
-        # leave it idle, so what it collects then is this case's garbage too.
-        ended = time.monotonic()
-        for target, result in zip(all_targets, results, strict=True):
-            if target.pool is not None:
-                kind = target.name.removeprefix("relay/")
-                result.gc_pauses = gc_pauses_between(gc_log(cfg, kind), case_began, ended)
-                print(f"  {case.label:<11} {target.name:<17} {gc_line(result.gc_pauses)}")
+    # Each relay's collections from this case's start: the other targets' phases leave it
+    # idle, so what it collects then is this case's garbage too.
+    ended = time.monotonic()
+    for target, result in zip(all_targets, results, strict=True):
+        if target.gc_log is not None:
+            result.gc_pauses = gc_pauses_between(target.gc_log, case_began, ended)
+            print(f"  {case.label:<11} {target.name:<17} {gc_line(result.gc_pauses)}")
     return results
 
 
@@ -491,7 +486,6 @@ async def run(cfg: Settings, keep: bool) -> int:
     smtp_source_bin = require_tool("smtp-source", INSTALL)
     require_tool("postfix", INSTALL)
     workdir = Path(tempfile.mkdtemp(prefix="relay-throughput-"))
-    cfg.gc_logs = workdir if cfg.gc_pauses else None
     results: list[Result] = []
     began = time.monotonic()
     try:
